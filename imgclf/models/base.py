@@ -1,0 +1,161 @@
+"""`ImageClassifierModel`: the abstract base of every imgclf model.
+
+A subclass describes its network once, in `create_model_io`; the base class gives it what every
+image classifier needs around that network: validated construction, a Keras config so the model
+round-trips through `.keras` files, the serving functions, and a `save` that writes a SavedModel
+TensorFlow Serving loads as it is.
+
+    >>> import keras
+    >>> from imgclf import ImageClassifierModel, register_model
+    >>> @register_model
+    ... class TinyModel(ImageClassifierModel):
+    ...     def create_model_io(self, input_shape, num_classes):
+    ...         inputs = keras.Input(shape=input_shape)
+    ...         x = keras.layers.Rescaling(1 / 255)(inputs)
+    ...         x = keras.layers.GlobalAveragePooling2D()(x)
+    ...         return inputs, keras.layers.Dense(num_classes)(x)
+    >>> model = TinyModel(input_shape=(32, 32, 3), num_classes=2, class_names=["cat", "dog"])
+    >>> model.save("tiny/1")   # a servable SavedModel; "tiny.keras" writes Keras' own file
+"""
+
+import os
+
+import keras
+import tensorflow as tf
+
+from imgclf import images, signatures
+
+
+class ImageClassifierModel(keras.Model):
+    """A Keras functional model that classifies images and knows how to be served.
+
+    Args:
+        input_shape: `(height, width, 3)` of the images the network takes. Images of other sizes
+            are resized to it by the serving functions and the data set loader.
+        num_classes: how many classes the model tells apart (at least 2).
+        class_names: the name of each class, in the order of the model's outputs. They travel in
+            the saved model; by default `"0"`, `"1"`, ...
+        **kwargs: `keras.Model` arguments such as `name`.
+
+    The network takes raw 0-255 pixels and returns logits `[batch, num_classes]`; any rescaling or
+    normalisation is a layer inside it.
+    """
+
+    def __init__(self, input_shape=(224, 224, 3), num_classes=10, class_names=None, **kwargs):
+        if type(self).create_model_io is ImageClassifierModel.create_model_io:
+            raise TypeError(
+                f"{type(self).__name__} must implement create_model_io(input_shape, num_classes); "
+                "ImageClassifierModel itself is abstract"
+            )
+        input_shape = _validate_input_shape(input_shape)
+        num_classes = _validate_num_classes(num_classes)
+        class_names = _validate_class_names(class_names, num_classes)
+        inputs, outputs = self.create_model_io(input_shape, num_classes)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.image_shape = input_shape
+        self.num_classes = num_classes
+        self.class_names = class_names
+        output_shape = tuple(self.outputs[0].shape)
+        if len(self.outputs) != 1 or output_shape[1:] != (num_classes,):
+            raise ValueError(
+                f"{type(self).__name__}.create_model_io must return one output of shape "
+                f"(batch, {num_classes}); received {[tuple(o.shape) for o in self.outputs]}"
+            )
+
+    def create_model_io(self, input_shape, num_classes):
+        """Build the network; return `(inputs, outputs)` of a functional graph.
+
+        `inputs` is a `keras.Input(shape=input_shape)` taking raw 0-255 pixels; `outputs` gives
+        logits of shape `(batch, num_classes)`.
+        """
+        raise NotImplementedError
+
+    @property
+    def image_size(self):
+        """`(height, width)` the network takes."""
+        return self.image_shape[:2]
+
+    def get_config(self):
+        # A subclass with constructor arguments of its own adds them to this dict.
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "input_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)
+
+    # The serving functions. They are the SavedModel's signatures and stay callable on the model
+    # object reloaded by `tf.saved_model.load`; a server calls them through the signatures.
+
+    @tf.function(input_signature=[signatures.INPUT_TENSOR_SPEC])
+    def predict_numpy_image(self, input_tensor):
+        """Logits `[N, num_classes]` for float32 images `[N, H, W, 3]` of 0-255 pixels, any H and W."""
+        return self(images.resize_images(input_tensor, self.image_size), training=False)
+
+    @tf.function(input_signature=[signatures.IMAGE_BYTES_SPEC])
+    def predict_bytes_image(self, image_bytes_string):
+        """Logits `[N, num_classes]` for encoded images: one (a scalar string) or a 1-D batch."""
+        batch = images.decode_image_batch(image_bytes_string, self.image_size)
+        return self(batch, training=False)
+
+    @tf.function(input_signature=[signatures.IMAGE_BYTES_SPEC])
+    def predict_labels(self, image_bytes_string):
+        """The most probable classes of encoded images, best first.
+
+        Returns `classes` (class names, string `[N, k]`), `class_ids` (int64 `[N, k]`) and
+        `probabilities` (float32 `[N, k]`), with `k = min(5, num_classes)`.
+        """
+        probabilities = tf.nn.softmax(self.predict_bytes_image(image_bytes_string), axis=-1)
+        top = tf.math.top_k(probabilities, k=min(signatures.TOP_K, self.num_classes))
+        class_names = tf.constant(self.class_names, dtype=tf.string)
+        return {
+            "classes": tf.gather(class_names, top.indices),
+            "class_ids": tf.cast(top.indices, tf.int64),
+            "probabilities": top.values,
+        }
+
+    def save(self, filepath, overwrite=True, **kwargs):
+        """Save the model.
+
+        A path ending in `.keras` or `.h5` writes Keras' own file (reload it with
+        `keras.models.load_model`). Any other path is a directory that receives a SavedModel with
+        the serving signatures (`serving_default`, `serving_bytes`, `serving_labels`), written
+        beside it and renamed into place so that a polling TensorFlow Serving never sees half of
+        it. Reload it with `tf.saved_model.load`.
+        """
+        if os.fspath(filepath).endswith((".keras", ".h5")):
+            return super().save(filepath, overwrite=overwrite, **kwargs)
+        return signatures.save_servable(self, filepath, overwrite=overwrite, **kwargs)
+
+
+def _validate_input_shape(input_shape):
+    try:
+        shape = tuple(int(d) for d in input_shape)
+        valid = all(float(d) == int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid or len(shape) != 3 or shape[2] != 3 or min(shape) < 1:
+        raise ValueError(f"input_shape must be (height, width, 3); received {input_shape!r}")
+    return shape
+
+
+def _validate_num_classes(num_classes):
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer of at least 2; received {num_classes!r}")
+    return num_classes
+
+
+def _validate_class_names(class_names, num_classes):
+    if class_names is None:
+        return tuple(str(i) for i in range(num_classes))
+    class_names = tuple(class_names)
+    if len(class_names) != num_classes or not all(isinstance(c, str) for c in class_names):
+        raise ValueError(
+            f"class_names must be {num_classes} strings, one per class; received {class_names!r}"
+        )
+    return class_names
