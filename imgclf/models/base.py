@@ -41,6 +41,9 @@ class ImageClassifierModel(keras.Model):
     normalisation is a layer inside it.
     """
 
+    #: Adam's learning rate when `imgclf.training.train` compiles the model.
+    default_learning_rate = 1e-3
+
     def __init__(self, input_shape=(224, 224, 3), num_classes=10, class_names=None, **kwargs):
         if type(self).create_model_io is ImageClassifierModel.create_model_io:
             raise TypeError(

@@ -26,6 +26,9 @@ class ResnetModel(ImageClassifierModel):
         >>> model = ResnetModel(input_shape=(224, 224, 3), num_classes=5, weights="imagenet")
     """
 
+    # Fine-tuning a pretrained backbone wants small steps.
+    default_learning_rate = 1e-4
+
     def __init__(self, input_shape=(224, 224, 3), num_classes=10, weights="imagenet", dropout=0.2,
                  **kwargs):
         if weights not in (None, "imagenet") and not os.path.isfile(os.fspath(weights)):
