@@ -1,0 +1,33 @@
+"""Command-line plumbing shared by the scripts: one-line usage errors, exit codes.
+
+    >>> parser = ArgumentParser(prog="train_model.py", description="...")
+    >>> def main(argv=None):
+    ...     args = parser.parse_args(argv)      # a usage error: one line on stderr, exit 2
+    ...     return run(parser, lambda: work(args))  # ValueError etc.: one line, exit 2
+"""
+
+import argparse
+import os
+import sys
+
+# TensorFlow's C++ start-up chatter hides the output that matters; users can set it back.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: Errors of the library that mean "what you asked for is wrong": shown as one line, exit 2.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError, TypeError)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` whose usage errors are one line (`prog: error: ...`), exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def run(parser, work):
+    """Call `work()`; a user error becomes one line on stderr and exit status 2."""
+    try:
+        work()
+    except USER_ERRORS as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    return 0

@@ -1,0 +1,115 @@
+"""Evaluation of a saved model through its serving signatures, as a server would run it.
+
+    >>> from imgclf.evaluation import evaluate_saved_model
+    >>> report = evaluate_saved_model("models/LenetModel/1", "data/test")
+    >>> report.accuracy, report.confusion_matrix
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from imgclf import datasets, signatures
+
+
+@dataclasses.dataclass
+class EvaluationReport:
+    """Accuracy, per-class precision and recall and the confusion matrix of a model on a test set.
+
+    `confusion_matrix[i][j]` counts images of class `i` predicted as class `j`.
+    `bytes_agreement` is `(agreeing, checked)`: on how many of the sample images `serving_bytes`
+    (fed the files' own bytes) gave the same class as `serving_default`.
+    """
+
+    accuracy: float
+    class_names: list
+    precision: list
+    recall: list
+    confusion_matrix: list
+    num_images: int
+    bytes_agreement: tuple
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def format(self):
+        """The report as text, the way `eval_model.py` prints it."""
+        width = max(len(name) for name in self.class_names + ["class"])
+        lines = [
+            f"accuracy: {self.accuracy:.4f}",
+            f"images: {self.num_images}",
+            "serving_bytes agrees with serving_default on "
+            f"{self.bytes_agreement[0]}/{self.bytes_agreement[1]} sample images",
+            "",
+            f"{'class':<{width}}  precision  recall",
+        ]
+        for name, precision, recall in zip(self.class_names, self.precision, self.recall):
+            lines.append(f"{name:<{width}}  {precision:9.4f}  {recall:6.4f}")
+        lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
+        cell = max(len(str(n)) for row in self.confusion_matrix for n in row) + 1
+        lines.append(" " * width + "".join(f"{i:>{cell}}" for i in range(len(self.class_names))))
+        for i, (name, row) in enumerate(zip(self.class_names, self.confusion_matrix)):
+            lines.append(f"{name:<{width}}" + "".join(f"{n:>{cell}}" for n in row))
+        return "\n".join(lines)
+
+
+def confusion_matrix(labels, predictions, num_classes):
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    return matrix
+
+
+def classification_report(labels, predictions, class_names, bytes_agreement=(0, 0)):
+    """An `EvaluationReport` from true and predicted class indices."""
+    matrix = confusion_matrix(labels, predictions, len(class_names))
+    true_positives = np.diag(matrix).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.nan_to_num(true_positives / matrix.sum(axis=0))
+        recall = np.nan_to_num(true_positives / matrix.sum(axis=1))
+    return EvaluationReport(
+        accuracy=float(true_positives.sum() / max(matrix.sum(), 1)),
+        class_names=list(class_names),
+        precision=[float(p) for p in precision],
+        recall=[float(r) for r in recall],
+        confusion_matrix=matrix.tolist(),
+        num_images=int(matrix.sum()),
+        bytes_agreement=tuple(bytes_agreement),
+    )
+
+
+def evaluate_saved_model(model_path, test_dataset_path, batch_size=32, bytes_samples=16):
+    """Evaluate the imgclf SavedModel at `model_path` on the folder `test_dataset_path`.
+
+    Accuracy comes from the `serving_default` signature on the decoded test images; then
+    `serving_bytes` is fed the raw bytes of the first `bytes_samples` files, and must agree.
+    """
+    metadata = signatures.read_model_metadata(model_path)
+    loaded = tf.saved_model.load(os.fspath(model_path))
+    serving_default = loaded.signatures["serving_default"]
+    serving_bytes = loaded.signatures["serving_bytes"]
+    test_ds = datasets.create_test_dataset(
+        test_dataset_path, metadata["input_shape"], batch_size, class_names=metadata["class_names"]
+    )
+    labels, logits = [], []
+    for images, batch_labels in test_ds:
+        logits.append(serving_default(input_tensor=images)["output_0"].numpy())
+        labels.append(batch_labels.numpy())
+    logits = np.concatenate(logits)
+    predictions = logits.argmax(axis=1)
+
+    sample_paths = list(test_ds.file_paths[:bytes_samples])
+    encoded = tf.constant([tf.io.read_file(path).numpy() for path in sample_paths])
+    bytes_predictions = serving_bytes(image_bytes_string=encoded)["output_0"].numpy().argmax(axis=1)
+    agreeing = int((bytes_predictions == predictions[:len(sample_paths)]).sum())
+    return classification_report(
+        np.concatenate(labels), predictions, metadata["class_names"], (agreeing, len(sample_paths))
+    )
+
+
+def write_metrics_json(report, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(report.to_dict(), file, indent=2)

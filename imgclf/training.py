@@ -1,0 +1,101 @@
+"""Training: from a folder of labelled images to a servable SavedModel.
+
+    >>> from imgclf.training import train
+    >>> result = train("LenetModel", "data/train", "data/test", "models",
+    ...                input_shape=(28, 28, 3), num_epochs=10)
+    >>> result.export_path, result.test_metrics["accuracy"]
+    ('models/LenetModel/1', 0.98)
+
+The layout written under `model_folder_path/<ClassName>/`:
+`<version>/` (the best weights as a SavedModel, the base path TF Serving watches),
+`checkpoints/best/` (a servable SavedModel after each improving epoch) and `logs/` (TensorBoard).
+TF Serving ignores the non-numeric folders.
+"""
+
+import dataclasses
+import os
+
+import keras
+
+from imgclf import datasets
+from imgclf.callbacks import ModelCheckpoint
+from imgclf.models.registry import get_model_class
+
+
+@dataclasses.dataclass
+class TrainingResult:
+    model: keras.Model
+    history: dict
+    export_path: str
+    test_metrics: dict
+
+
+def compile_model(model, learning_rate=None):
+    """Compile `model` for integer labels and logits outputs, with Adam."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate or model.default_learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def train(model_type, train_dataset_path, test_dataset_path, model_folder_path, model_version=1,
+          input_shape=(224, 224, 3), batch_size=32, num_epochs=100, patience=5,
+          learning_rate=None, split_ratio=0.8, seed=42, model_kwargs=None, verbose="auto",
+          callbacks=()):
+    """Train a model on `train_dataset_path`, save it as a SavedModel, evaluate it on the test set.
+
+    Args:
+        model_type: a registered model name (`"LenetModel"`) or `"package.module:ClassName"`.
+        train_dataset_path, test_dataset_path: folders of `<class>/<image>`; a part of the
+            training folder (`1 - split_ratio`) is held out for validation.
+        model_folder_path: where `<ClassName>/<model_version>/` is written.
+        patience: epochs without a better validation accuracy before training stops; the best
+            weights are restored.
+        model_kwargs: extra constructor arguments, e.g. `{"weights": "imagenet"}` for ResnetModel.
+        callbacks: more Keras callbacks.
+    """
+    model_class = get_model_class(model_type)
+    if not isinstance(model_version, int) or model_version < 0:
+        raise ValueError(f"model_version must be a non-negative integer; received {model_version!r}")
+    if num_epochs < 1 or patience < 0 or batch_size < 1:
+        raise ValueError(
+            "num_epochs and batch_size must be at least 1 and patience at least 0; received "
+            f"num_epochs={num_epochs}, batch_size={batch_size}, patience={patience}"
+        )
+    train_ds, val_ds = datasets.create_train_val_datasets(
+        train_dataset_path, input_shape, batch_size, split_ratio=split_ratio, seed=seed
+    )
+    class_names = list(train_ds.class_names)
+    test_ds = datasets.create_test_dataset(
+        test_dataset_path, input_shape, batch_size, class_names=class_names
+    )
+    model = model_class(
+        input_shape=input_shape,
+        num_classes=len(class_names),
+        class_names=class_names,
+        **(model_kwargs or {}),
+    )
+    compile_model(model, learning_rate)
+
+    run_folder = os.path.join(model_folder_path, model_class.__name__)
+    all_callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", patience=patience, restore_best_weights=True, verbose=1
+        ),
+        ModelCheckpoint(
+            os.path.join(run_folder, "checkpoints", "best"),
+            monitor="val_accuracy",
+            save_best_only=True,
+        ),
+        keras.callbacks.TensorBoard(log_dir=os.path.join(run_folder, "logs")),
+        *callbacks,
+    ]
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=num_epochs, callbacks=all_callbacks,
+        verbose=verbose,
+    )
+    export_path = model.save(os.path.join(run_folder, str(model_version)))
+    test_metrics = model.evaluate(test_ds, return_dict=True, verbose=verbose)
+    return TrainingResult(model, history.history, export_path, test_metrics)
