@@ -62,8 +62,8 @@ def get_model_class(model_type):
         raise ValueError(f"module {module_name!r} has no class {class_name!r}")
     if not (isinstance(cls, type) and issubclass(cls, ImageClassifierModel)):
         raise ValueError(f"{model_type!r} is not an ImageClassifierModel subclass")
-    if _MODEL_CLASSES.get(cls.__name__) is not cls:
-        register_model(cls)
+    # Known to Keras, so its .keras files load without custom_objects; not added to the names.
+    keras.saving.register_keras_serializable(package=cls.__module__)(cls)
     return cls
 
 
