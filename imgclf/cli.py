@@ -25,9 +25,10 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run(parser, work):
-    """Call `work()`; a user error becomes one line on stderr and exit status 2."""
+    """Call `work()`; return 0, or 2 after one line on stderr if it raised a user error."""
     try:
         work()
     except USER_ERRORS as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
     return 0

@@ -94,7 +94,7 @@ def train(model_type, train_dataset_path, test_dataset_path, model_folder_path, 
     ]
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=num_epochs, callbacks=all_callbacks,
-        verbose=verbose,
+        verbose=verbose, shuffle=False,  # the data set reshuffles itself every epoch
     )
     export_path = model.save(os.path.join(run_folder, str(model_version)))
     test_metrics = model.evaluate(test_ds, return_dict=True, verbose=verbose)
