@@ -502,18 +502,19 @@ def _as_array(value):
     return array
 
 
-def _json_value(array):
-    """A numpy array as JSON: nested lists, binary strings as `{"b64": ...}`."""
-    if array.dtype != object:
-        return array.tolist()
-    if array.ndim > 0:
-        return [_json_value(item) for item in array]
-    item = array.item()
-    if isinstance(item, bytes):
-        return {"b64": base64.b64encode(item).decode("ascii")}
-    if isinstance(item, np.ndarray):
-        return _json_value(item)
-    return item
+def _json_value(value):
+    """A numpy array (or one of its items) as JSON: nested lists, bytes as `{"b64": ...}`."""
+    if isinstance(value, np.ndarray):
+        if value.dtype != object:
+            return value.tolist()
+        if value.ndim == 0:
+            return _json_value(value.item())
+        return [_json_value(item) for item in value]
+    if isinstance(value, bytes):
+        return {"b64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _outputs_from_rows(predictions, outputs):

@@ -1,0 +1,414 @@
+"""The servable manager: which model versions exist, loading them, warming them up, unloading them.
+
+A model's base path holds numeric version folders (`00000123` is version 123). `ModelManager.poll`
+scans them, loads and warms up the versions the model's version policy asks for, makes them
+AVAILABLE, and only then unloads versions no longer wanted, so a request never finds a gap.
+Folders that are not numbers, or are not complete SavedModels, or fail to load, are logged by name
+and left out; a failed version is tried again when its folder changes or 30 s later.
+
+    >>> manager = ModelManager(config.model_server_config(options))
+    >>> manager.poll()                          # load what is there; call again to pick up changes
+    >>> servable = manager.servable("lenet")    # latest AVAILABLE version; raises ServingError
+    >>> servable.run("serving_default", {"input_tensor": images})["output_0"]
+"""
+
+import logging
+import os
+import re
+import threading
+import time
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, prediction_log_pb2
+from tensorflow_serving.apis import status_pb2
+
+from imgclf.serving import tensors
+from imgclf.serving.status import ServingError, invalid_argument, not_found
+
+import grpc
+
+log = logging.getLogger("imgclf.serving")
+
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+MAX_WARMUP_RECORDS = 1000
+RETRY_FAILED_SECONDS = 30.0
+
+State = get_model_status_pb2.ModelVersionStatus.State
+
+
+class Signature:
+    """One SignatureDef of a loaded version and the function that computes it."""
+
+    def __init__(self, name, signature_def, function):
+        self.name = name
+        self.signature_def = signature_def
+        self.method_name = signature_def.method_name
+        self.inputs = {k: tensors.TensorSpec.from_tensor_info(k, v) for k, v in signature_def.inputs.items()}
+        self.outputs = {k: tensors.TensorSpec.from_tensor_info(k, v) for k, v in signature_def.outputs.items()}
+        self.function = function
+
+    @property
+    def batchable(self):
+        """Whether requests can be merged along dim 0 (see `imgclf.serving.batching`)."""
+        return bool(self.inputs) and all(
+            spec.shape is None or (spec.shape and spec.shape[0] == -1) for spec in self.inputs.values()
+        ) and all(spec.shape is not None and spec.shape and spec.shape[0] == -1
+                  for spec in self.outputs.values())
+
+
+class Servable:
+    """One loaded version of a model: its signatures and a thread-safe `run`."""
+
+    def __init__(self, name, version, path, session_options=None):
+        self.name = name
+        self.version = version
+        self.path = path
+        self.signature_defs = read_signature_defs(path)
+        self._loaded = tf.saved_model.load(path)
+        self.signatures = {}
+        for key, signature_def in self.signature_defs.items():
+            function = self._loaded.signatures.get(key)
+            if function is not None:
+                self.signatures[key] = Signature(key, signature_def, function)
+
+    def signature(self, name):
+        """The `Signature` called `name` ("" means serving_default); FAILED_PRECONDITION if unknown."""
+        key = name or DEFAULT_SIGNATURE
+        try:
+            return self.signatures[key]
+        except KeyError:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"Serving signature key \"{key}\" not found.") from None
+
+    def run(self, signature, inputs):
+        """Outputs (name -> numpy array) of `signature` for `inputs` (name -> numpy array).
+
+        Blocking; call it from a worker thread. A TensorFlow `InvalidArgumentError` becomes
+        INVALID_ARGUMENT with the message cleaned of graph details.
+        """
+        try:
+            feeds = {name: tf.convert_to_tensor(array, dtype=tf.dtypes.as_dtype(signature.inputs[name].dtype))
+                     for name, array in inputs.items()}
+            results = signature.function(**feeds)
+        except tf.errors.InvalidArgumentError as error:
+            raise invalid_argument(clean_tf_message(error.message)) from None
+        except (tf.errors.OutOfRangeError, tf.errors.FailedPreconditionError) as error:
+            raise invalid_argument(clean_tf_message(error.message)) from None
+        except (TypeError, ValueError) as error:
+            raise invalid_argument(
+                f"{error}. Signature \"{signature.name}\" expects inputs "
+                f"{tensors.describe_specs(signature.inputs)}; received {tensors.describe_arrays(inputs)}"
+            ) from None
+        except tf.errors.OpError as error:
+            raise ServingError(grpc.StatusCode.INTERNAL, clean_tf_message(error.message)) from None
+        return {name: value.numpy() for name, value in results.items()}
+
+    def warm_up(self):
+        """Replay `assets.extra/tf_serving_warmup_requests` (at most 1000 predict records).
+
+        Returns the number of requests replayed; raises ValueError naming the file and record if
+        one fails, which fails the load as it does in TF Serving.
+        """
+        path = os.path.join(self.path, WARMUP_FILE)
+        if not os.path.exists(path):
+            return 0
+        count = 0
+        for index, record in enumerate(tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS)):
+            entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            if entry.WhichOneof("log_type") != "predict_log":
+                raise ValueError(f"{path} record {index}: only predict_log warm-up records are "
+                                 f"supported; received {entry.WhichOneof('log_type')}")
+            request = entry.predict_log.request
+            try:
+                signature = self.signature(request.model_spec.signature_name)
+                inputs = {name: tensors.tensor_proto_to_array(proto, name)
+                          for name, proto in request.inputs.items()}
+                tensors.check_inputs(inputs, signature.inputs, signature.name)
+                self.run(signature, inputs)
+            except ServingError as error:
+                raise ValueError(f"{path} record {index}: {error.message}") from None
+            count += 1
+        return count
+
+    def metadata_json(self):
+        """`SignatureDefMap` of this version as TF Serving's JSON (proto field names)."""
+        return json_format.MessageToDict(signature_def_map(self.signature_defs),
+                                         preserving_proto_field_name=True,
+                                         always_print_fields_with_no_presence=True)
+
+
+def read_signature_defs(path):
+    """The SignatureDefs of the `serve` MetaGraph in `path/saved_model.pb`, as protos."""
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        if "serve" in meta_graph.meta_info_def.tags:
+            return dict(meta_graph.signature_def)
+    raise ValueError(f"{path}/saved_model.pb has no MetaGraph tagged 'serve'")
+
+
+def signature_def_map(signature_defs):
+    """The SignatureDefs as the `SignatureDefMap` GetModelMetadata packs in an Any."""
+    result = get_model_metadata_pb2.SignatureDefMap()
+    for key, value in signature_defs.items():
+        result.signature_def[key].CopyFrom(value)
+    return result
+
+
+_TF_NOISE = [
+    re.compile(r"^Graph execution error:\s*", re.S),
+    re.compile(r"Detected at node .*?(?=\n\n|\Z)", re.S),
+    re.compile(r"\s*\[\[\{\{.*?\}\}\]\]", re.S),
+    re.compile(r"\s*\[Op:[^\]]*\]"),
+    re.compile(r"\s*\(defined at [^)]*\)"),
+]
+
+
+def clean_tf_message(message):
+    """A TensorFlow error message without graph node names, stacks and op names.
+
+        >>> clean_tf_message("Graph execution error:\\n\\nDetected at node x defined at ...\\n\\n"
+        ...                  "assertion failed: [image declares] [1e9]\\n\\t [[{{node Assert}}]]")
+        'assertion failed: [image declares] [1e9]'
+    """
+    for pattern in _TF_NOISE:
+        message = pattern.sub("", message)
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return " ".join(lines) or "TensorFlow failed to run the signature"
+
+
+class _Failure:
+    def __init__(self, stamp, when, message):
+        self.stamp, self.when, self.message = stamp, when, message
+
+
+class ManagedModel:
+    """One model of the config: base path, version policy, labels, and its versions' states."""
+
+    def __init__(self, model_config):
+        self.name = model_config.name
+        self.base_path = model_config.base_path
+        self.policy = model_config.model_version_policy
+        self.labels = dict(model_config.version_labels)
+        self.available = {}  # version -> Servable; replaced, never mutated, so readers need no lock
+        self.states = {}  # version -> (State, status_pb2.StatusProto)
+        self.failures = {}  # version -> _Failure
+        self.ignored = set()  # folder names already logged as ignored
+
+    def wanted(self, versions):
+        """The versions the policy serves, among loadable `versions`."""
+        choice = self.policy.WhichOneof("policy_choice")
+        ordered = sorted(versions, reverse=True)
+        if choice == "all":
+            return set(ordered)
+        if choice == "specific":
+            return set(self.policy.specific.versions) & set(ordered)
+        count = self.policy.latest.num_versions if choice == "latest" else 1
+        return set(ordered[:max(count, 1)])
+
+
+class ModelManager:
+    """Loads, serves and unloads the versions of every model in a `ModelServerConfig`."""
+
+    def __init__(self, model_server_config):
+        if model_server_config.WhichOneof("config") != "model_config_list":
+            raise ValueError("only model_config_list configs are supported")
+        self.models = {}
+        for model_config in model_server_config.model_config_list.config:
+            if not model_config.name or not model_config.base_path:
+                raise ValueError(f"every model config needs a name and a base_path; received "
+                                 f"{json_format.MessageToDict(model_config)}")
+            if model_config.model_platform not in ("", "tensorflow"):
+                raise ValueError(f"model {model_config.name}: model_platform must be 'tensorflow'; "
+                                 f"received {model_config.model_platform!r}")
+            if model_config.name in self.models:
+                raise ValueError(f"model {model_config.name} is configured twice")
+            self.models[model_config.name] = ManagedModel(model_config)
+        self._poll_lock = threading.Lock()
+        self.on_unload = None  # called with each Servable taken out of service
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _model(self, name, request_text):
+        if not name:
+            raise invalid_argument("Missing ModelSpec name")
+        model = self.models.get(name)
+        if model is None:
+            raise not_found(f"Servable not found for request: {request_text}")
+        return model
+
+    def resolve_label(self, name, label):
+        model = self._model(name, f"Latest({name})")
+        if label not in model.labels:
+            raise invalid_argument(f"Unrecognized servable version label: {label}")
+        return model.labels[label]
+
+    def servable(self, name, version=None, label=None):
+        """The Servable serving `name` at `version` or `label` (else the latest AVAILABLE one)."""
+        if label:
+            version = self.resolve_label(name, label)
+        request_text = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+        model = self._model(name, request_text)
+        available = model.available
+        if version is None:
+            if available:
+                return available[max(available)]
+        elif version in available:
+            return available[version]
+        raise not_found(f"Servable not found for request: {request_text}")
+
+    def status(self, name, version=None, label=None):
+        """`GetModelStatusResponse` of `name`: every version it knows, newest first."""
+        if not name:
+            raise invalid_argument("Missing model name in request.")
+        if label:
+            version = self.resolve_label(name, label)
+        model = self.models.get(name)
+        states = dict(model.states) if model else {}
+        if version is not None:
+            if version not in states:
+                raise not_found(f"Could not find version {version} of model {name}")
+            states = {version: states[version]}
+        if not states:
+            raise not_found(f"Could not find any versions of model {name}")
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for number in sorted(states, reverse=True):
+            state, status = states[number]
+            entry = response.model_version_status.add(version=number, state=state)
+            entry.status.CopyFrom(status)
+        return response
+
+    # -- the file system ----------------------------------------------------------------------
+
+    def poll(self):
+        """Scan every base path once: load and warm up wanted versions, then unload the rest."""
+        with self._poll_lock:
+            for model in self.models.values():
+                self._poll_model(model)
+
+    def _poll_model(self, model):
+        candidates = self._scan(model)
+        now = time.monotonic()
+        loadable = {}
+        for version, (path, stamp) in candidates.items():
+            failure = model.failures.get(version)
+            if failure and failure.stamp == stamp and now - failure.when < RETRY_FAILED_SECONDS:
+                continue
+            loadable[version] = path
+        # A version that failed stays out of the choice, so an older good one keeps serving.
+        wanted = model.wanted(set(loadable) | set(model.available))
+        wanted = {v for v in wanted if v in loadable or v in model.available}
+        for version in sorted(wanted - set(model.available), reverse=True):
+            path = loadable[version]
+            servable = self._load(model, version, path, candidates[version][1])
+            if servable is not None:
+                available = dict(model.available)
+                available[version] = servable
+                model.available = available
+                model.states[version] = (State.AVAILABLE, _ok())
+        # Versions that lost their place: the wanted set again, now that loads are done.
+        wanted = model.wanted(set(model.available) | {v for v in loadable if v in model.available})
+        for version in sorted(set(model.available) - wanted):
+            self._unload(model, version)
+        for version in list(model.available):
+            if version not in candidates and not os.path.isdir(model.available[version].path):
+                self._unload(model, version)
+
+    def _scan(self, model):
+        """Numeric version folders holding a saved_model.pb: version -> (path, change stamp)."""
+        try:
+            names = os.listdir(model.base_path)
+        except OSError as error:
+            if "base_path" not in model.ignored:
+                log.warning("model %s: cannot read base path %s: %s", model.name, model.base_path, error)
+                model.ignored.add("base_path")
+            return {}
+        model.ignored.discard("base_path")
+        found = {}
+        for folder in sorted(names):
+            path = os.path.join(model.base_path, folder)
+            if not os.path.isdir(path) or folder.startswith("."):
+                continue  # files, and the hidden staging folders of an atomic save
+            if not folder.isdigit() or not folder.isascii():
+                if folder not in model.ignored:
+                    log.warning("model %s: ignoring folder %s: version folders must be named by a "
+                                "non-negative integer", model.name, path)
+                    model.ignored.add(folder)
+                continue
+            if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+                key = f"incomplete:{folder}"
+                if key not in model.ignored:
+                    log.warning("model %s: ignoring folder %s for now: it has no saved_model.pb "
+                                "(will look again)", model.name, path)
+                    model.ignored.add(key)
+                continue
+            model.ignored.discard(f"incomplete:{folder}")
+            version = int(folder)
+            if version in found:
+                log.warning("model %s: ignoring folder %s: version %d is also in %s",
+                            model.name, path, version, found[version][0])
+                continue
+            found[version] = (path, _stamp(path))
+        return found
+
+    def _load(self, model, version, path, stamp):
+        log.info("Loading servable version {name: %s version: %d} from %s", model.name, version, path)
+        model.states.setdefault(version, (State.START, _ok()))
+        previous = model.states[version]
+        model.states[version] = (State.LOADING, _ok())
+        started = time.monotonic()
+        try:
+            servable = Servable(model.name, version, path)
+            replayed = servable.warm_up()
+        except Exception as error:  # a broken folder must not stop the server
+            message = clean_tf_message(str(error))
+            log.error("model %s: failed to load version %d from %s (will retry when it changes or "
+                      "in %.0f s): %s", model.name, version, path, RETRY_FAILED_SECONDS, message)
+            model.failures[version] = _Failure(stamp, time.monotonic(), message)
+            if previous[0] in (State.START, State.LOADING):
+                del model.states[version]
+            else:
+                model.states[version] = previous
+            return None
+        model.failures.pop(version, None)
+        log.info("Successfully loaded servable version {name: %s version: %d} in %.2f s "
+                 "(signatures: %s; %d warm-up requests replayed)", model.name, version,
+                 time.monotonic() - started, ", ".join(sorted(servable.signatures)), replayed)
+        return servable
+
+    def _unload(self, model, version):
+        available = dict(model.available)
+        servable = available.pop(version)
+        model.states[version] = (State.UNLOADING, _ok())
+        model.available = available
+        # Requests holding `servable` finish with it; the garbage collector frees it afterwards.
+        if self.on_unload is not None:
+            self.on_unload(servable)
+        model.states[version] = (State.END, _ok())
+        log.info("Unloaded servable version {name: %s version: %d}", model.name, version)
+
+    def loaded_summary(self):
+        return {name: sorted(model.available) for name, model in self.models.items()}
+
+
+def _ok():
+    return status_pb2.StatusProto(error_code=0)
+
+
+def _stamp(path):
+    """Changes when a version folder is rewritten (its mtime and that of saved_model.pb)."""
+    try:
+        return (os.stat(path).st_mtime_ns, os.stat(os.path.join(path, "saved_model.pb")).st_mtime_ns)
+    except OSError:
+        return None
+
+
+def status_json(response):
+    """`GetModelStatusResponse` as TF Serving's REST JSON."""
+    return json_format.MessageToJson(response, always_print_fields_with_no_presence=True, indent=1)

@@ -1,0 +1,182 @@
+"""TF Serving's REST API on aiohttp.
+
+    GET  /v1/models/{M}[/versions/{V}|/labels/{L}]             version status
+    GET  /v1/models/{M}[/versions/{V}|/labels/{L}]/metadata    signature defs
+    POST /v1/models/{M}[/versions/{V}|/labels/{L}]:predict     (also :classify, :regress)
+    GET  /monitoring/prometheus/metrics                        Prometheus text
+
+Paths are matched case-insensitively with TF Serving's own patterns, and model names and labels are
+URL-decoded. Errors are `{"error": "<message>"}` with the HTTP status TF Serving gives the cause;
+anything outside `/v1/` is a plain 404.
+
+    >>> app = make_app(manager, predictor, metrics, timeout_ms=30000, max_body_bytes=64 << 20)
+"""
+
+import asyncio
+import re
+import time
+import urllib.parse
+
+import orjson
+from aiohttp import web
+from google.protobuf import json_format
+from tensorflow_serving.apis import model_pb2
+
+from imgclf.serving import models, tensors
+from imgclf.serving.status import ServingError, invalid_argument
+
+import grpc
+
+_PREDICT_PATH = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.I)
+_STATUS_PATH = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.I)
+_V1_PATH = re.compile(r"/v1/.*", re.I | re.S)
+_INT64_MAX = (1 << 63) - 1
+METRICS_PATH = "/monitoring/prometheus/metrics"
+_METHOD_NAMES = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
+_SERVICE_NAMES = {"classify": "classification", "regress": "regression"}
+
+
+def error_response(error):
+    return web.Response(status=error.http_status, body=orjson.dumps({"error": error.message}),
+                        content_type="application/json")
+
+
+def _json_response(body):
+    return web.Response(body=body, content_type="application/json")
+
+
+def _decode(text, what):
+    try:
+        return urllib.parse.unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise invalid_argument(f"Failed to decode {what}:{text}") from None
+
+
+def _parse_route(match):
+    """(model name, version or None, label or None) of a matched path."""
+    name, version_text, label = match.group(1), match.group(2), match.group(3)
+    name = _decode(name, "model name") if name else ""
+    version = None
+    if version_text:
+        version = int(version_text)
+        if version > _INT64_MAX:
+            raise invalid_argument(f"Failed to convert version: {version_text} to numeric.")
+    if label:
+        label = _decode(label, "model version label")
+    return name, version, label
+
+
+class RestApi:
+    """The request handlers; `make_app` mounts them."""
+
+    def __init__(self, manager, predictor, metrics, timeout_ms, max_body_bytes):
+        self.manager = manager
+        self.predictor = predictor
+        self.metrics = metrics
+        self.timeout = timeout_ms / 1000 if timeout_ms and timeout_ms > 0 else None
+        self.max_body_bytes = max_body_bytes
+
+    async def handle(self, request):
+        path = request.raw_path.split("?", 1)[0]
+        if path == METRICS_PATH and request.method == "GET":
+            return web.Response(body=self.metrics.render(),
+                                headers={"Content-Type": self.metrics.content_type})
+        if not _V1_PATH.fullmatch(path):
+            raise web.HTTPNotFound()
+        try:
+            if request.method == "POST":
+                match = _PREDICT_PATH.fullmatch(path)
+                if match:
+                    return await self._predict(request, match)
+            elif request.method == "GET":
+                match = _STATUS_PATH.fullmatch(path)
+                if match:
+                    return self._status(match)
+            raise invalid_argument(f"Malformed request: {request.method} {path}")
+        except ServingError as error:
+            return error_response(error)
+
+    def _status(self, match):
+        name, version, label = _parse_route(match)
+        if not name:
+            raise invalid_argument("Missing model name in request.")
+        if (match.group(4) or "").lower() == "metadata":
+            servable = self.manager.servable(name, version, label)
+            spec = json_format.MessageToDict(
+                model_pb2.ModelSpec(name=name, version={"value": servable.version}),
+                preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+            body = {"model_spec": spec, "metadata": {"signature_def": servable.metadata_json()}}
+            return _json_response(orjson.dumps(body, option=orjson.OPT_INDENT_2))
+        return _json_response(models.status_json(self.manager.status(name, version, label)))
+
+    async def _read_body(self, request):
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, self._too_large(request.content_length))
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, self._too_large(None)) from None
+
+    def _too_large(self, size):
+        received = f"{size} bytes" if size is not None else "a larger body"
+        return (f"Request body too large: the limit is {self.max_body_bytes} bytes "
+                f"(--max_request_bytes); received {received}")
+
+    async def _predict(self, request, match):
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
+        name, version, label = _parse_route(match)
+        verb = match.group(4).lower()
+        model_label, signature_label, outcome = "", "", "ok"
+        try:
+            try:
+                body = await self._read_body(request)
+            except ServingError as error:
+                response = error_response(error)
+                response.set_status(413)
+                outcome = "too_large"
+                return response
+            document = tensors.loads(body)
+            signature_name = tensors.request_signature_name(document)
+            servable = self.manager.servable(name, version, label)
+            model_label = servable.name
+            key = signature_name or models.DEFAULT_SIGNATURE
+            signature = servable.signatures.get(key)
+            if signature is None:
+                raise invalid_argument(f"Serving signature name: \"{key}\" not found in signature def")
+            signature_label = key
+            if verb != "predict":
+                raise self._unsupported(verb, signature)
+            has_booleans = b"true" in body or b"false" in body
+            inputs, row_format = tensors.predict_request_inputs(
+                document, signature.inputs, key, has_booleans=has_booleans)
+            outputs = await self.predictor.predict(servable, signature, inputs, deadline)
+            return _json_response(tensors.predict_response_body(outputs, row_format))
+        except ServingError as error:
+            outcome = error.outcome
+            return error_response(error)
+        finally:
+            self.metrics.observe_request(model_label or "unknown", signature_label or "unknown", "rest",
+                                         outcome, time.perf_counter() - started)
+
+    @staticmethod
+    def _unsupported(verb, signature):
+        wanted = _METHOD_NAMES[verb]
+        if signature.method_name != wanted:
+            return invalid_argument(
+                f"Expected {_SERVICE_NAMES[verb]} signature method_name to be {wanted}. Was: "
+                f"{signature.method_name}. Signature \"{signature.name}\" serves :predict, with inputs "
+                f"{tensors.describe_specs(signature.inputs)}")
+        return ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                            f":{verb} is not implemented by imgclf.serving; use :predict")
+
+
+def make_app(manager, predictor, metrics, timeout_ms, max_body_bytes):
+    """The aiohttp application serving the REST API."""
+    api = RestApi(manager, predictor, metrics, timeout_ms, max_body_bytes)
+    app = web.Application(client_max_size=max_body_bytes)
+    app.router.add_route("*", "/{path:.*}", api.handle)
+    return app
