@@ -162,24 +162,26 @@ def signature_def_map(signature_defs):
 
 
 _TF_NOISE = [
-    re.compile(r"^Graph execution error:\s*", re.S),
-    re.compile(r"Detected at node .*?(?=\n\n|\Z)", re.S),
     re.compile(r"\s*\[\[\{\{.*?\}\}\]\]", re.S),
     re.compile(r"\s*\[Op:[^\]]*\]"),
     re.compile(r"\s*\(defined at [^)]*\)"),
 ]
+_TF_NOISE_LINES = re.compile(
+    r"^(Graph execution error:|Detected at node |<stack traces unavailable>|File \"|\s*$)")
 
 
 def clean_tf_message(message):
     """A TensorFlow error message without graph node names, stacks and op names.
 
-        >>> clean_tf_message("Graph execution error:\\n\\nDetected at node x defined at ...\\n\\n"
-        ...                  "assertion failed: [image declares] [1e9]\\n\\t [[{{node Assert}}]]")
-        'assertion failed: [image declares] [1e9]'
+        >>> clean_tf_message("Graph execution error:\\n\\nDetected at node x defined at (most recent "
+        ...                  "call last):\\n<stack traces unavailable>\\nInvalid PNG data, size 60\\n"
+        ...                  "\\t [[{{node DecodeImage}}]] [Op:__inference_signature_wrapper_824]")
+        'Invalid PNG data, size 60'
     """
     for pattern in _TF_NOISE:
         message = pattern.sub("", message)
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    lines = [line.strip() for line in message.splitlines()]
+    lines = [line for line in lines if not _TF_NOISE_LINES.match(line)]
     return " ".join(lines) or "TensorFlow failed to run the signature"
 
 

@@ -383,10 +383,10 @@ def predict_request_inputs(request, input_specs, signature_name, has_booleans=Tr
     """
     instances = request.get("instances")
     columns = request.get("inputs")
-    if "instances" in request and "inputs" in request:
-        raise invalid_argument(f"JSON Value: {_json_text(request)} Not formatted correctly expecting "
-                               "only one of 'inputs' or 'instances' keys to exist ")
     try:
+        if "instances" in request and "inputs" in request:
+            raise invalid_argument(f"JSON Value: {_json_text(request)} Not formatted correctly "
+                                   "expecting only one of 'inputs' or 'instances' keys to exist ")
         if "instances" in request:
             if not isinstance(instances, list):
                 raise invalid_argument(f"JSON Value: {_json_text(request)} Excepting 'instances' "
@@ -401,8 +401,10 @@ def predict_request_inputs(request, input_specs, signature_name, has_booleans=Tr
         else:
             raise invalid_argument("Missing 'inputs' or 'instances' key")
     except ServingError as error:
-        raise invalid_argument(f"{error.message}. Signature \"{signature_name}\" expects inputs "
-                               f"{describe_specs(input_specs)}") from None
+        message = error.message.rstrip()
+        message += "" if message.endswith(".") else "."
+        raise ServingError(error.code, f"{message} Signature \"{signature_name}\" expects inputs "
+                                       f"{describe_specs(input_specs)}") from None
     check_inputs(inputs, input_specs, signature_name)
     return inputs, row_format
 
