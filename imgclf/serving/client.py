@@ -157,8 +157,8 @@ class RestClient:
     """A client for TensorFlow Serving's REST API (default port 8501).
 
     Requests go through a `requests.Session` per thread, so connections are reused and one client
-    may be shared by several threads. Predictions use the row format (`"instances"`); binary
-    strings travel as `{"b64": ...}`.
+    may be shared by several threads. Predictions use the row format (`"instances"`, each row
+    an object keyed by input name); binary strings travel as `{"b64": ...}`.
 
         >>> with RestClient("localhost", 8501, "LenetModel") as client:
         ...     logits = client.predict("serving_default", {"input_tensor": images})["output_0"]
@@ -469,7 +469,7 @@ def _tensor_infos(tensors):
 
 
 def _rows(inputs):
-    """The `"instances"` of a row-format request: one entry per example of the batch."""
+    """The `"instances"` of a row-format request: one object per example, keyed by input name."""
     if not inputs:
         raise ValueError("inputs must name at least one input; received none")
     arrays = {name: _as_array(value) for name, value in inputs.items()}
@@ -482,9 +482,8 @@ def _rows(inputs):
     sizes = {name: len(array) for name, array in arrays.items()}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"every input needs the same batch size; received {sizes}")
-    if len(arrays) == 1:
-        (array,) = arrays.values()
-        return _json_value(array)
+    # Rows are objects keyed by input name even for one input (TF Serving accepts both), so a
+    # wrong input name is refused over REST as it is over gRPC instead of passing unnoticed.
     columns = {name: _json_value(array) for name, array in arrays.items()}
     return [
         {name: column[row] for name, column in columns.items()}
