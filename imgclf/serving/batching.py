@@ -131,7 +131,20 @@ class Batcher:
         try:
             return await asyncio.wait_for(task.future, timeout)
         except asyncio.TimeoutError:
+            self._withdraw(queue, last, task)
             raise deadline_exceeded() from None
+        except asyncio.CancelledError:  # the client went away
+            self._withdraw(queue, last, task)
+            raise
+
+    def _withdraw(self, queue, batch, task):
+        """Take a task whose caller gave up out of its queue, so it holds no place there."""
+        if batch in queue.batches and task in batch.tasks:
+            batch.tasks.remove(task)
+            batch.rows -= task.rows
+            self.metrics.queue_depth.labels(queue.servable.name).dec()
+            if not batch.tasks:
+                queue.batches.remove(batch)
 
     def _next_ready(self, now):
         """Pop the oldest batch that is full, timed out, or followed by a newer one."""
@@ -162,7 +175,7 @@ class Batcher:
         while True:
             queue, batch = self._next_ready(loop.time())
             if batch is None:
-                if self._closing and not self._queues:
+                if self._closing and not any(q.batches for q in self._queues.values()):
                     return
                 self._wake.clear()
                 try:
