@@ -100,11 +100,13 @@ def warmup_requests(image_shape):
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     blank = np.zeros((1, *image_shape), dtype=np.float32)
-    png = tf.io.encode_png(tf.zeros(image_shape, dtype=tf.uint8)).numpy()
+    # A batch of one, not a scalar: TF Serving with --enable_batching refuses rank-0 inputs, and
+    # a warm-up request that fails makes the version fail to load.
+    png = np.array([tf.io.encode_png(tf.zeros(image_shape, dtype=tf.uint8)).numpy()], dtype=object)
     inputs = {
         "serving_default": {INPUT_TENSOR_SPEC.name: blank},
-        "serving_bytes": {IMAGE_BYTES_SPEC.name: np.array(png, dtype=object)},
-        "serving_labels": {IMAGE_BYTES_SPEC.name: np.array(png, dtype=object)},
+        "serving_bytes": {IMAGE_BYTES_SPEC.name: png},
+        "serving_labels": {IMAGE_BYTES_SPEC.name: png},
     }
     logs = []
     for signature_name, tensors in inputs.items():

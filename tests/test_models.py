@@ -116,6 +116,8 @@ def test_warmup_file_holds_one_predict_request_per_signature(tmp_path):
         request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
         names.append(request.model_spec.signature_name)
         inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        # Every input has a batch dimension, as TF Serving's batching requires.
+        assert all(value.ndim >= 1 and value.shape[0] == 1 for value in inputs.values())
         loaded.signatures[request.model_spec.signature_name](**inputs)  # replays cleanly
     assert sorted(names) == ["serving_bytes", "serving_default", "serving_labels"]
 
