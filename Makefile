@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
+# The demo server's ports: TF Serving's defaults, override if they are taken.
+GRPC_PORT ?= 8500
+REST_PORT ?= 8501
 
 .PHONY: install demo test bench clean
 
@@ -15,7 +18,8 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	@touch $(STAMP)
 
-# Train a LeNet on generated sample data, export it as a servable SavedModel, evaluate it.
+# Train a LeNet on generated sample data, export it as a servable SavedModel, evaluate it,
+# then serve it with imgclf's server and evaluate it over REST and gRPC.
 demo: install
 	$(PY) -m imgclf.sample_data $(DEMO_DIR)/data
 	$(PY) train_model.py --train_dataset_path $(DEMO_DIR)/data/train \
@@ -24,6 +28,20 @@ demo: install
 		--batch_size 32 --num_epochs 8 --patience 3
 	$(PY) eval_model.py --test_dataset_path $(DEMO_DIR)/data/test \
 		--model_path $(DEMO_DIR)/models/LenetModel/1
+	@echo "Serving the demo model with imgclf's server (gRPC :$(GRPC_PORT), REST :$(REST_PORT)) and evaluating it over both protocols"
+	@rm -f $(DEMO_DIR)/server.json; \
+	$(PY) -m imgclf.serving --model_name LenetModel --model_base_path $(DEMO_DIR)/models/LenetModel \
+		--port $(GRPC_PORT) --rest_api_port $(REST_PORT) --enable_batching \
+		--ready_file $(DEMO_DIR)/server.json & server=$$!; \
+	trap 'kill $$server 2>/dev/null; wait $$server' EXIT; \
+	for i in $$(seq 240); do \
+		test -f $(DEMO_DIR)/server.json && break; \
+		kill -0 $$server 2>/dev/null || { echo "the server did not start" >&2; exit 1; }; \
+		sleep 0.5; \
+	done; \
+	$(PY) eval_model_serving.py --test_dataset_path $(DEMO_DIR)/data/test --model_name LenetModel \
+		--input_width 32 --input_height 32 --protocol both --signature both --concurrency 8 \
+		--host 127.0.0.1 --grpc_port $(GRPC_PORT) --rest_port $(REST_PORT)
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider tests
