@@ -6,6 +6,7 @@ TensorFlow Serving.
     >>> model.save("models/LenetModel/1")     # a SavedModel TF Serving loads as it is
 """
 
+from imgclf import models
 from imgclf.models import (
     ImageClassifierModel,
     LenetModel,
@@ -18,12 +19,5 @@ from imgclf.models import (
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ImageClassifierModel",
-    "LenetModel",
-    "ResnetModel",
-    "available_models",
-    "create_model",
-    "get_model_class",
-    "register_model",
-]
+# The public face is the models package's: the classes and their registry.
+__all__ = list(models.__all__)
