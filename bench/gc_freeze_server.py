@@ -1,10 +1,10 @@
 """Experiment, not a server: `python -m imgclf.serving` with `gc.freeze()` once the models are loaded.
 
-serving_bench.py's `ours_batching_gcfreeze` target runs this to measure a proposed change to
+serving_bench.py's `*_gcfreeze` targets run this to measure a proposed change to
 imgclf.serving side by side with the unchanged server. Profiling showed the event loop spending
 most of its time in Python's cyclic garbage collector: parsing a 28x28x3 JSON image allocates
-about 3,100 lists and floats, which triggers young collections, and the older ones traverse the
-~300,000 objects TensorFlow and the loaded SavedModel keep alive. Freezing moves those objects out
+814 lists, which sets off young collections, and the older ones traverse the ~300,000 objects
+TensorFlow and the loaded SavedModel keep alive. Freezing moves those objects out
 of the collector's sight. Delete this file once imgclf.serving does it itself.
 
     python bench/gc_freeze_server.py --model_name m --model_base_path /models/m --rest_api_port 0

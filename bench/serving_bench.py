@@ -51,7 +51,8 @@ LUA_SCRIPT = BENCH_DIR / "post_json.lua"
 MODEL_NAME = "lenet"
 IMAGE_SHAPE = (28, 28, 3)
 NUM_CLASSES = 10
-TARGETS = ("inprocess", "ours_batching", "ours_nobatching", "bentoml", "ours_batching_gcfreeze")
+TARGETS = ("inprocess", "ours_batching", "ours_nobatching", "bentoml",
+           "ours_batching_gcfreeze", "ours_nobatching_gcfreeze")
 DEFAULT_TARGETS = TARGETS[:4]
 SERVER_START_TIMEOUT_S = 120
 
@@ -118,8 +119,8 @@ def _parse_args(argv):
     parser.add_argument("--wrk_threads", type=int, default=1, help="wrk threads (one keeps wrk's CPU small)")
     parser.add_argument("--rounds", type=int, default=1, help="round robins over the targets; medians are reported")
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(DEFAULT_TARGETS),
-                        help="ours_batching_gcfreeze (not run by default) is ours_batching with a proposed "
-                             "fix applied from outside, see gc_freeze_server.py")
+                        help="the *_gcfreeze targets (not run by default) are ours_* with a proposed fix "
+                             "applied from outside, see gc_freeze_server.py")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model weights and the image")
     group = parser.add_argument_group("our server's batching (--batching_parameters_file)")
     group.add_argument("--max_batch_size", type=int, default=32)
@@ -215,9 +216,9 @@ def _start_target(target, model_base_path, batching_file, work_dir, args):
     from imgclf.serving.process import ServerProcess
 
     flags = ["--model_name", MODEL_NAME, "--model_base_path", str(model_base_path)]
-    if target in ("ours_batching", "ours_batching_gcfreeze"):
+    if target.startswith("ours_batching"):
         flags += ["--enable_batching", "--batching_parameters_file", str(batching_file)]
-    if target == "ours_batching_gcfreeze":
+    if target.endswith("_gcfreeze"):
         with _gc_freeze_server(flags, work_dir) as rest_url:
             yield f"{rest_url}/v1/models/{MODEL_NAME}:predict"
         return
@@ -418,6 +419,8 @@ def _machine_facts():
         "python": platform.python_version(),
         "wrk": run("wrk", "--version").splitlines()[0],
         "git": run("git", "-C", str(REPO_DIR), "log", "-1", "--format=%h %s"),
+        # The servers run the working tree, which others may be editing.
+        "dirty": run("git", "-C", str(REPO_DIR), "status", "--porcelain", "--", "imgclf").replace("\n", ", "),
         "bentoml": run(str(BENTOML_VENV / "bin" / "python"), "-c",
                        "import bentoml; print(bentoml.__version__)"),
     }
@@ -434,7 +437,9 @@ def _format_report(argv, args, facts, summary, measurements, batching_file):
         "",
         f"- machine: {facts['nproc']} CPUs ({facts['cpu']}), load average at the end "
         f"{facts['load_average']} (other users share the machine: compare rows, not runs)",
-        f"- code: `{facts['git']}`; Python {facts['python']}; {facts['wrk']}; BentoML {facts['bentoml']}",
+        f"- code: `{facts['git']}`"
+        + (f" plus uncommitted changes ({facts['dirty']})" if facts["dirty"] != "?" else "")
+        + f"; Python {facts['python']}; {facts['wrk']}; BentoML {facts['bentoml']}",
         f"- load: wrk -t{args.wrk_threads}, keep-alive, one 28x28x3 image per request "
         f"(`{{\"instances\": [...]}}`), {args.warmup:g} s warm-up then {args.duration:g} s measured, "
         f"median of {args.rounds} round(s)",
@@ -466,9 +471,9 @@ def _format_report(argv, args, facts, summary, measurements, batching_file):
 def _verdicts(summary, connections):
     verdicts = []
     bento = summary.get(("bentoml", connections))
-    plain = summary.get(("ours_nobatching", connections))
     for target in ("ours_batching", "ours_batching_gcfreeze"):
         ours = summary.get((target, connections))
+        plain = summary.get((target.replace("_batching", "_nobatching"), connections))
         if ours and bento:
             ratio = ours["requests_per_s"] / bento["requests_per_s"]
             verdicts.append(
@@ -479,12 +484,13 @@ def _verdicts(summary, connections):
             )
         if ours and plain:
             verdicts.append(
-                f"- (b) at {connections} clients {target} / ours_nobatching: "
+                f"- (b) at {connections} clients {target} / {target.replace('_batching', '_nobatching')}: "
                 f"{ours['requests_per_s'] / plain['requests_per_s']:.2f}x requests/s, p99 "
                 f"{ours['p99_us'] / 1e3:.2f} ms vs {plain['p99_us'] / 1e3:.2f} ms"
             )
     floor = summary.get(("inprocess", 1))
-    for target in ("ours_nobatching", "ours_batching", "ours_batching_gcfreeze", "bentoml"):
+    for target in ("ours_nobatching", "ours_batching", "ours_nobatching_gcfreeze", "ours_batching_gcfreeze",
+                   "bentoml"):
         served = summary.get((target, 1))
         if floor and served:
             verdicts.append(
