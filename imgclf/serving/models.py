@@ -12,6 +12,7 @@ and left out; a failed version is tried again when its folder changes or 30 s la
     >>> servable.run("serving_default", {"input_tensor": images})["output_0"]
 """
 
+import gc
 import logging
 import os
 import re
@@ -291,8 +292,14 @@ class ModelManager:
     def poll(self):
         """Scan every base path once: load and warm up wanted versions, then unload the rest."""
         with self._poll_lock:
+            before = self._loaded_servables()
             for model in self.models.values():
                 self._poll_model(model)
+            if self._loaded_servables() != before:
+                freeze_long_lived_objects()
+
+    def _loaded_servables(self):
+        return {id(s) for model in self.models.values() for s in model.available.values()}
 
     def _poll_model(self, model):
         candidates = self._scan(model)
@@ -401,6 +408,20 @@ class ModelManager:
 
 def _ok():
     return status_pb2.StatusProto(error_code=0)
+
+
+def freeze_long_lived_objects():
+    """Hide what is loaded now from Python's cyclic garbage collector.
+
+    A loaded SavedModel is hundreds of thousands of Python objects, and every JSON request
+    allocates thousands (one per number), which sets off collections that walked them all: under
+    load that was most of a REST request's time (bench/RESULTS.md). Unfreezing and collecting
+    first lets the collector free the versions just unloaded; what a request in flight still holds
+    is freed by reference counting when it ends, or at the next change of versions.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _stamp(path):
