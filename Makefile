@@ -43,6 +43,10 @@ demo: install
 		--input_width 32 --input_height 32 --protocol both --signature both --concurrency 8 \
 		--host 127.0.0.1 --grpc_port $(GRPC_PORT) --rest_port $(REST_PORT)
 
+# The serving benchmark (needs wrk: apt-get install wrk); appends its results to bench/RESULTS.md.
+bench: install
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) bench/serving_bench.py --duration 15 --warmup 5 --connections 32 --rounds 3
+
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider tests
 

@@ -24,7 +24,7 @@ queue is refused with UNAVAILABLE ("The batch scheduling queue to which this tas
 full"), never buffered. Every request has a deadline; one that passes while queued is dropped
 and answered DEADLINE_EXCEEDED.
 
-    >>> batcher = Batcher(BatchingOptions(max_batch_size=32, batch_timeout_micros=2000), metrics)
+    >>> batcher = Batcher(BatchingOptions(max_batch_size=32, batch_timeout_micros=0), metrics)
     >>> outputs = await batcher.run(servable, signature, {"input_tensor": images}, deadline=None)
 """
 
