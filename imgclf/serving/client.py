@@ -153,6 +153,11 @@ class ModelMetadata:
     signatures: dict  # signature name -> SignatureInfo
 
 
+def _address(host, port):
+    """`host:port`, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class RestClient:
     """A client for TensorFlow Serving's REST API (default port 8501).
 
@@ -171,9 +176,8 @@ class RestClient:
         self.port = int(port)
         self.model_name = model_name
         self.timeout = timeout
-        netloc = f"[{host}]" if ":" in host else host
         self.model_url = (
-            f"http://{netloc}:{self.port}/v1/models/{urllib.parse.quote(model_name, safe='')}"
+            f"http://{_address(host, self.port)}/v1/models/{urllib.parse.quote(model_name, safe='')}"
         )
         self._local = threading.local()
         self._sessions = []
@@ -287,7 +291,7 @@ class GrpcClient:
         self.port = int(port)
         self.model_name = model_name
         self.timeout = timeout
-        target = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        target = _address(host, self.port)
         # A batch of float images easily passes gRPC's 4 MB default; TF Serving accepts up to 2 GB.
         self._channel = grpc.insecure_channel(
             target,
