@@ -18,8 +18,9 @@ simdjson does not parse), duplicate or unknown keys, invalid JSON. The general p
 body again and answers with TF Serving's exact result or message.
 
 The module imports neither TensorFlow nor the rest of the server (dtypes are `DataType` enum
-numbers), so that `parse_dense_request` can run in small worker processes: parsing holds Python's
-GIL, and in the server's own threads it would stall the event loop whatever thread it ran on.
+numbers), so that `parse_dense_request` can run in small worker processes
+(`imgclf.serving.json_workers`): parsing holds Python's GIL, and in the server's own threads it
+would stall the event loop whatever thread it ran on.
 
     >>> parse_dense_request(body, {"serving_default": {"input_tensor": DT_FLOAT}})
     ('', {'input_tensor': array(...)}, True)
@@ -27,9 +28,7 @@ GIL, and in the server's own threads it would stall the event loop whatever thre
 
 import functools
 import math
-import os
 import threading
-import time
 
 import numpy as np
 import simdjson
@@ -67,6 +66,9 @@ NUMPY_DTYPES = {
 }
 
 
+_parsers = threading.local()
+
+
 class _NotDense(Exception):
     """The request needs the general path."""
 
@@ -89,28 +91,23 @@ def parse_dense_request(body, signatures):
     return None if dense is None else (name, *dense)
 
 
-def worker_init(parent_pid):
-    """Initializer of a parsing worker process: exit when the server is gone, even SIGKILLed.
-
-    A worker blocks reading its next task from the server; a server killed without shutting its
-    pool down would leave it waiting forever.
-    """
-    def watch():
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
-
-
 def parse(body):
     """`body` parsed by simdjson (a lazy `simdjson.Object`), or None if simdjson refuses it.
 
-    A new parser each time: a parser cannot parse again while proxies of its last document live,
-    and its cost is the same.
+    Each thread keeps its parser rather than allocating a new one's buffers (several times the
+    body's size) for every body. A parser cannot parse again while proxies of its last document
+    live; then this thread gets a new one.
     """
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
     try:
-        document = simdjson.Parser().parse(body)
+        document = parser.parse(body)
+    except RuntimeError as error:
+        if "re-use a parser" not in str(error):
+            return None
+        parser = _parsers.parser = simdjson.Parser()
+        return parse(body)
     except Exception:  # invalid JSON, NaN, too deep, too large a number: the general path says why
         return None
     return document if isinstance(document, simdjson.Object) else None
@@ -257,7 +254,7 @@ def _checked(flat, dtype, buffer_dtype, largest):
     """`flat` as a `dtype` array, if every number fits it as the general path would take it."""
     dtype = NUMPY_DTYPES[dtype]
     if largest is not None:
-        if np.abs(flat).max() > largest:
+        if flat.max() > largest or flat.min() < -largest:
             raise _NotDense
     elif buffer_dtype is np.int64 and dtype != np.int64:
         limits = np.iinfo(dtype)

@@ -15,7 +15,6 @@ anything outside `/v1/` is a plain 404.
 import asyncio
 import concurrent.futures
 import logging
-import multiprocessing
 import os
 import re
 import time
@@ -26,7 +25,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from tensorflow_serving.apis import model_pb2
 
-from imgclf.serving import json_dense
+from imgclf.serving import json_workers
 from imgclf.serving.json_request import input_dtypes, parse_predict_request
 from imgclf.serving.json_response import predict_response_body
 from imgclf.serving.manager import DEFAULT_SIGNATURE, status_json
@@ -93,14 +92,13 @@ class RestApi:
         self.max_body_bytes = max_body_bytes
         self._threads = concurrent.futures.ThreadPoolExecutor(
             os.cpu_count() or 1, thread_name_prefix="json")
-        self._parse_processes = parse_processes
-        self._processes = None
+        self._workers = json_workers.JsonParsePool(parse_processes) if parse_processes > 0 else None
 
     def close(self):
         """Stop the parsing threads and processes."""
         self._threads.shutdown(wait=False, cancel_futures=True)
-        if self._processes is not None:
-            self._processes.shutdown(wait=False, cancel_futures=True)
+        if self._workers is not None:
+            self._workers.close()
 
     async def handle(self, request):
         path = request.raw_path.split("?", 1)[0]
@@ -217,31 +215,26 @@ class RestApi:
 
     async def _parse_dense_in_process(self, body, name, version, label, find_signature):
         """(signature, inputs, row_format) of a large body of dense numbers, parsed in a worker
-        process; None if it is small, not dense, or its model is unknown (the caller's general
-        path then answers exactly as TF Serving would).
+        process; None if it is small or huge, not dense, or its model is unknown (the caller's
+        general path then answers exactly as TF Serving would).
 
-        Parsing holds the GIL (~3 ms for 1 MB): in the server's threads it would hold up the event
-        loop and cap JSON at one core. The workers import only numpy and simdjson.
+        Parsing holds the GIL (~2.5 ms for 1 MB): in the server's threads it would hold up the
+        event loop and cap JSON at one core. See `imgclf.serving.json_workers`.
         """
-        if self._parse_processes <= 0 or len(body) < _PROCESS_FROM:
+        if self._workers is None or not _PROCESS_FROM <= len(body) <= json_workers.LARGEST_BODY:
             return None
         try:
             servable = self.manager.servable(name, version, label)
         except StatusError:
             return None
         signatures = {key: input_dtypes(signature) for key, signature in servable.signatures.items()}
-        if self._processes is None:
-            self._processes = concurrent.futures.ProcessPoolExecutor(
-                self._parse_processes, mp_context=multiprocessing.get_context("spawn"),
-                initializer=json_dense.worker_init, initargs=(os.getpid(),))
-        pool = self._processes
         try:
-            dense = await asyncio.get_running_loop().run_in_executor(
-                pool, json_dense.parse_dense_request, body, signatures)
+            dense = await self._workers.parse(body, signatures)
         except concurrent.futures.process.BrokenProcessPool:
             log.error("a JSON parsing process died; starting new ones")
-            if self._processes is pool:
-                self._processes = None
+            return None
+        except OSError as error:
+            log.warning("JSON parsing processes unavailable (%s); parsing on a thread", error)
             return None
         if dense is None:
             return None
