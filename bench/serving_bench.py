@@ -1,8 +1,8 @@
 """Serving benchmark: imgclf.serving against BentoML, against itself without batching and on
 encoded images, and against calling the SavedModel's signature in process.
 
-Every server serves the same LeNet SavedModel (`--image_size` px square RGB in, 10 logits out) on
-127.0.0.1 and is loaded by the same generator, `wrk` with `post_json.lua`, which POSTs the same
+Every server serves the same SavedModel (`--model_type`, LeNet by default; `--image_size` px square
+RGB in, 10 logits out) on 127.0.0.1 and is loaded by the same generator, `wrk` with `post_json.lua`, which POSTs the same
 JSON body (TF Serving's row format with one image of whole-number pixels, `{"instances": [...]}`;
 1 MB at 224 px) over keep-alive connections in a closed loop. Each target is started, warmed up, measured at each concurrency, and stopped
 before the next one starts, so only one server is running at a time. `--rounds N` repeats the
@@ -13,8 +13,8 @@ Targets:
                      this process (concurrency 1 only): the floor for our server's latency
     ours_batching    `python -m imgclf.serving --enable_batching ...` (REST)
     ours_nobatching  the same server without `--enable_batching`
-    ours_json_processes  ours_batching with `--json_parse_processes 2`: large JSON bodies parsed
-                     in 2 worker processes instead of the server's threads (the default)
+    ours_json_threads  ours_batching with `--json_parse_processes 0`: large JSON bodies parsed
+                     in the server's threads instead of its worker processes (the default)
     ours_bytes       ours_batching on the same image as a base64 JPEG through `serving_bytes`
                      (`{"signature_name": "serving_bytes", "instances": [{"b64": ...}]}`)
     bentoml          bentoml_service.py under BentoML 1.4 with adaptive batching, in its own venv
@@ -27,6 +27,10 @@ reports that latency: a JSON load must not stall the rest of the server.
     .venv/bin/python bench/serving_bench.py --duration 15 --warmup 5 --connections 32 --rounds 3
     .venv/bin/python bench/serving_bench.py --image_size 224 --targets ours_batching ours_bytes \
         bentoml --status_probe --connections 32 --duration 15 --warmup 5
+    .venv/bin/python bench/serving_bench.py --image_size 224 --model_type MobileNetV3SmallModel ...
+
+A LeNet at 224 px computes next to nothing, so it measures the server's own costs; a backbone
+(random weights: nothing is downloaded) is what a 224 px model costs in use.
 
 prints a table and appends a section to bench/RESULTS.md with the command, the machine and the
 numbers. Needs `wrk` (Debian: `apt-get install -y wrk`).
@@ -65,7 +69,7 @@ BENTOML_REQUIREMENTS = ["bentoml==1.4.*", "tensorflow==2.21.0"]
 LUA_SCRIPT = BENCH_DIR / "post_json.lua"
 MODEL_NAME = "lenet"
 NUM_CLASSES = 10
-TARGETS = ("inprocess", "ours_batching", "ours_json_processes", "ours_nobatching", "ours_bytes", "bentoml")
+TARGETS = ("inprocess", "ours_batching", "ours_json_threads", "ours_nobatching", "ours_bytes", "bentoml")
 STATUS_PROBE_INTERVAL_S = 0.02
 SERVER_START_TIMEOUT_S = 120
 
@@ -82,7 +86,8 @@ def main(argv=None):
     work_dir = Path(tempfile.mkdtemp(prefix="imgclf-bench-"))
     try:
         model_base_path = work_dir / MODEL_NAME
-        image = _make_model_and_image(model_base_path, args.image_size, seed=args.seed)
+        image = _make_model_and_image(model_base_path, args.image_size, seed=args.seed,
+                                      model_type=args.model_type)
         json_body = work_dir / "body.json"
         json_body.write_text(json.dumps({"instances": [image.tolist()]}))
         jpeg = _jpeg(image)
@@ -147,6 +152,8 @@ def _parse_args(argv):
     parser.add_argument("--seed", type=int, default=0, help="seed of the model weights and the image")
     parser.add_argument("--image_size", type=int, default=28,
                         help="height and width of the model's input and of the image sent (224: a 1 MB JSON body)")
+    parser.add_argument("--model_type", default="LenetModel",
+                        help="imgclf model class served (a backbone gets random weights)")
     parser.add_argument("--status_probe", action="store_true",
                         help="measure our server's status latency during each run at --connections")
     group = parser.add_argument_group("our server's batching (--batching_parameters_file)")
@@ -175,14 +182,16 @@ def _parse_args(argv):
 # The model, the request, the in-process baseline
 
 
-def _make_model_and_image(model_base_path, image_size, seed):
+def _make_model_and_image(model_base_path, image_size, seed, model_type="LenetModel"):
     import keras
 
-    from imgclf import LenetModel
+    from imgclf.models import BackboneModel, get_model_class
 
     shape = (image_size, image_size, 3)
     keras.utils.set_random_seed(seed)
-    LenetModel(input_shape=shape, num_classes=NUM_CLASSES).save(model_base_path / "1")
+    cls = get_model_class(model_type)
+    kwargs = {"weights": None} if issubclass(cls, BackboneModel) else {}
+    cls(input_shape=shape, num_classes=NUM_CLASSES, **kwargs).save(model_base_path / "1")
     # Whole-number pixels, as a photo has: every server parses the same numbers, and the JSON body
     # is the size TF Serving's row format gives a real image (1 MB at 224 px). A smooth gradient
     # plus noise, so that the JPEG of it is the size of a photo's rather than of pure noise.
@@ -264,9 +273,9 @@ def _start_target(target, model_base_path, batching_file, work_dir, args):
     from imgclf.serving.process import ServerProcess
 
     flags = ["--model_name", MODEL_NAME, "--model_base_path", str(model_base_path)]
-    if target == "ours_json_processes":
-        flags += ["--json_parse_processes", "2"]
-    if target in ("ours_batching", "ours_json_processes", "ours_bytes"):
+    if target == "ours_json_threads":
+        flags += ["--json_parse_processes", "0"]
+    if target in ("ours_batching", "ours_json_threads", "ours_bytes"):
         flags += ["--enable_batching", "--batching_parameters_file", str(batching_file)]
     with ServerProcess(flags, timeout=SERVER_START_TIMEOUT_S) as server:
         yield f"{server.rest_url}/v1/models/{MODEL_NAME}:predict"
@@ -526,6 +535,8 @@ def _format_report(argv, args, facts, summary, measurements, batching_file, body
         f"- code: `{facts['git']}`"
         + (f" plus uncommitted changes ({facts['dirty']})" if facts["dirty"] != "?" else "")
         + f"; Python {facts['python']}; {facts['wrk']}; BentoML {facts['bentoml']}",
+        f"- model: {args.model_type} at {args.image_size} px, 10 classes"
+        + ("" if args.model_type == "LenetModel" else " (random weights)"),
         f"- load: wrk -t{args.wrk_threads}, keep-alive, one {args.image_size}x{args.image_size}x3 image "
         f"per request: JSON `{{\"instances\": [...]}}` ({body_sizes['json']:,} bytes); ours_bytes the "
         f"same image as a base64 JPEG through serving_bytes ({body_sizes['bytes']:,} bytes); "

@@ -6,6 +6,9 @@ the general path alone (`loads` + `predict_request_inputs`). Both must give the 
 """
 
 import json
+import os
+import signal
+import time
 
 import grpc
 import numpy as np
@@ -186,8 +189,8 @@ def test_parse_dense_request_picks_the_named_signature():
     assert json_dense.parse_dense_request(b'{"signature_name": "nope", "inputs": [1]}', signatures) is None
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["1", "0"], ids=["worker_process", "threads"])
+def server(request, tmp_path_factory):
     from conftest_serving import saved_model_copy
 
     from imgclf.serving import ServerProcess
@@ -195,11 +198,11 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("models") / "lenet"
     saved_model_copy(base / "1")
     with ServerProcess(["--model_name", "lenet", "--model_base_path", base,
-                        "--json_parse_processes", "1"]) as process:
+                        "--json_parse_processes", request.param]) as process:
         yield process
 
 
-def test_large_bodies_parsed_in_a_worker_process_answer_as_the_general_path(server):
+def test_large_bodies_parsed_off_the_event_loop_answer_as_the_general_path(server):
     import requests
 
     url = f"{server.rest_url}/v1/models/lenet:predict"
@@ -221,3 +224,45 @@ def test_large_bodies_parsed_in_a_worker_process_answer_as_the_general_path(serv
     answer = requests.post(url, data=json.dumps({"inputs": [pixels]}).encode(), timeout=60)
     assert answer.status_code == 400
     assert answer.json()["error"].startswith("JSON Value: true Type: True is not of expected type: float")
+
+
+
+def process_state(pid):
+    """(state letter, parent pid) of a process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def running(pid):
+    state = process_state(pid)
+    return state is not None and state[0] != "Z"
+
+
+def children_of(pid):
+    return [int(entry) for entry in os.listdir("/proc")
+            if entry.isdigit() and (process_state(entry) or ("", 0))[1] == pid]
+
+
+def test_parsing_processes_exit_when_the_server_is_killed(tmp_path):
+    import requests
+    from conftest_serving import saved_model_copy
+
+    from imgclf.serving import ServerProcess
+
+    saved_model_copy(tmp_path / "lenet" / "1")
+    with ServerProcess(["--model_name", "lenet", "--model_base_path", tmp_path / "lenet",
+                        "--json_parse_processes", "2"]) as server:
+        body = json.dumps({"instances": [image(height=160, width=160)]}).encode()
+        answer = requests.post(f"{server.rest_url}/v1/models/lenet:predict", data=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        workers = children_of(server.pid)
+        assert workers, "no parsing process was started"
+        os.kill(server.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(map(running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(running, workers)), f"parsing processes {workers} outlived the killed server"

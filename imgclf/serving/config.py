@@ -22,6 +22,8 @@ from google.protobuf import wrappers_pb2  # noqa: F401  (registers wrappers.prot
 from tensorflow_serving.config import model_server_config_pb2
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+#: `--json_parse_processes -1` starts one per CPU, up to this many.
+MAX_AUTO_PARSE_PROCESSES = 8
 
 
 @dataclasses.dataclass
@@ -42,7 +44,7 @@ class ServerOptions:
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     num_request_threads: int = 0
-    json_parse_processes: int = 0
+    json_parse_processes: int = -1
     ready_file: str = ""
     allowed_model_roots: str = ""
 
@@ -81,8 +83,9 @@ def build_parser():
     add("--num_request_threads", type=int, default=0,
         help="threads running unbatched requests (0: number of CPUs)")
     add("--json_parse_processes", type=int, default=defaults.json_parse_processes,
-        help="worker processes parsing large JSON bodies of numbers (0: parse in threads of the "
-             "server process; -1: one per CPU); see bench/RESULTS.md before turning them on")
+        help="worker processes parsing JSON bodies of numbers from 256 KB on, started at the first "
+             "such body (default -1: one per CPU, at most 8; 0: parse in threads of the server "
+             "process, which holds up its event loop); see bench/RESULTS.md")
     add("--ready_file", default="",
         help='once both ports listen and models are loaded, write {"grpc_port", "rest_port", "pid"} '
              "here as JSON (atomically)")
@@ -108,7 +111,8 @@ def parse_args(argv=None):
     if options.batching_parameters_file:
         options.enable_batching = True
     if options.json_parse_processes < 0:
-        options.json_parse_processes = os.cpu_count() or 1
+        # A cap, so that a large machine does not start dozens of processes for one event loop.
+        options.json_parse_processes = min(os.cpu_count() or 1, MAX_AUTO_PARSE_PROCESSES)
     if options.max_request_bytes < 1:
         parser.error(f"--max_request_bytes must be positive; received {options.max_request_bytes}")
     return options

@@ -1,0 +1,142 @@
+"""JSON bodies parsed in worker processes through shared-memory slots give what the parser gives.
+
+Real worker processes (spawned, so each test that starts a pool takes about a second), real
+memory files; no TensorFlow in the workers.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import time
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+import pytest
+
+from imgclf.serving import json_dense, json_workers
+
+FLOAT = {"serving_default": {"x": json_dense.DT_FLOAT}}
+
+
+def body_of(array, key="instances"):
+    return json.dumps({key: array.tolist()}).encode()
+
+
+def image(size, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (1, size, size, 3)).astype(float)
+
+
+def memfds():
+    """The memory files this process has open, by fd."""
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("/memfd:imgclf-json"):
+            found[int(fd)] = target
+    return found
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def assert_same(got, expected):
+    assert got[0] == expected[0] and got[2] == expected[2]
+    assert got[1].keys() == expected[1].keys()
+    for key in expected[1]:
+        assert got[1][key].dtype == expected[1][key].dtype
+        np.testing.assert_array_equal(got[1][key], expected[1][key])
+
+
+@pytest.fixture
+def pool():
+    before = memfds()
+    pool = json_workers.JsonParsePool(processes=1)
+    yield pool
+    pool.close()
+    assert memfds() == before, "close() left memory files open"
+
+
+def test_bodies_of_growing_size_and_other_dtypes_come_back_as_the_parser_gives_them(pool):
+    small, large = body_of(image(32)), body_of(image(300, seed=1))  # 20 KB, then 1.8 MB: the slot grows
+    assert len(large) > json_workers._SMALLEST_SLOT
+    # int64 from one-digit numbers takes 4 bytes of array per byte of body: more than a slot holds,
+    # so it comes back through the pipe.
+    digits = json.dumps({"inputs": np.random.default_rng(2).integers(0, 10, (400, 400)).tolist()}).encode()
+    int64 = {"serving_default": {"x": json_dense.DT_INT64}}
+
+    async def main():
+        answers = []
+        for body, signatures in ((small, FLOAT), (large, FLOAT), (digits, int64), (small, FLOAT)):
+            answers.append((await pool.parse(body, signatures), body, signatures))
+        return answers
+
+    for got, body, signatures in run(main()):
+        assert_same(got, json_dense.parse_dense_request(body, signatures))
+    # Each slot's fd, and the duplicate its mmap keeps; the grown slot's old file is closed.
+    assert len(memfds()) == 2 * json_workers.SLOTS_PER_PROCESS
+
+
+def test_concurrent_requests_share_the_slots_and_each_gets_its_own_arrays(pool):
+    bodies = [body_of(image(64, seed=seed)) for seed in range(12)]  # more requests than slots
+
+    async def main():
+        return await asyncio.gather(*(pool.parse(body, FLOAT) for body in bodies))
+
+    for got, body in zip(run(main()), bodies):
+        assert_same(got, json_dense.parse_dense_request(body, FLOAT))
+
+
+def test_a_body_that_is_not_dense_gives_none(pool):
+    ragged = json.dumps({"instances": [[1.0, 2.0], [3.0]]}).encode()
+    assert run(pool.parse(ragged, FLOAT)) is None
+    assert run(pool.parse(b'{"instances": [NaN]}', FLOAT)) is None
+
+
+def test_a_cancelled_request_keeps_its_slot_until_the_worker_is_done_with_it(pool):
+    big = body_of(image(800, seed=3))  # 12 MB: tens of milliseconds of parsing
+    slots = json_workers.SLOTS_PER_PROCESS
+
+    async def main():
+        await pool.parse(body_of(image(8)), FLOAT)  # the worker is up
+        task = asyncio.ensure_future(pool.parse(big, FLOAT))
+        await asyncio.sleep(0.005)  # the body is in its slot, the worker parsing it
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled()
+        # The worker may still write into the slot: it is not free yet...
+        withheld = pool._free.qsize()
+        deadline = time.monotonic() + 30
+        while pool._free.qsize() < slots and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        # ...until the worker is done with it.
+        return withheld, pool._free.qsize()
+
+    assert run(main()) == (slots - 1, slots)
+
+
+def test_a_killed_worker_fails_its_request_and_the_next_one_gets_new_workers(pool):
+    body = body_of(image(200))
+
+    async def main():
+        await pool.parse(body, FLOAT)
+        (worker,) = pool._executor._processes.values()
+        pending = asyncio.ensure_future(pool.parse(body_of(image(800)), FLOAT))
+        await asyncio.sleep(0.05)
+        os.kill(worker.pid, signal.SIGKILL)
+        with pytest.raises(BrokenProcessPool):
+            await pending
+        return await pool.parse(body, FLOAT), worker.pid, pool._executor._processes
+
+    got, killed, processes = run(main())
+    assert_same(got, json_dense.parse_dense_request(body, FLOAT))
+    assert killed not in processes
+
+
+def test_a_pool_needs_a_process():
+    with pytest.raises(ValueError, match="at least one process, got 0"):
+        json_workers.JsonParsePool(0)
