@@ -154,6 +154,8 @@ def _parse_args(argv):
                         help="height and width of the model's input and of the image sent (224: a 1 MB JSON body)")
     parser.add_argument("--model_type", default="LenetModel",
                         help="imgclf model class served (a backbone gets random weights)")
+    parser.add_argument("--server_flags", default="",
+                        help="more flags for every one of our servers, e.g. '--json_parse_processes 1'")
     parser.add_argument("--status_probe", action="store_true",
                         help="measure our server's status latency during each run at --connections")
     group = parser.add_argument_group("our server's batching (--batching_parameters_file)")
@@ -272,7 +274,8 @@ def _start_target(target, model_base_path, batching_file, work_dir, args):
         return
     from imgclf.serving.process import ServerProcess
 
-    flags = ["--model_name", MODEL_NAME, "--model_base_path", str(model_base_path)]
+    flags = ["--model_name", MODEL_NAME, "--model_base_path", str(model_base_path),
+             *shlex.split(args.server_flags)]
     if target == "ours_json_threads":
         flags += ["--json_parse_processes", "0"]
     if target in ("ours_batching", "ours_json_threads", "ours_bytes"):
@@ -543,6 +546,7 @@ def _format_report(argv, args, facts, summary, measurements, batching_file, body
         f"{args.warmup:g} s warm-up then {args.duration:g} s measured, median of {args.rounds} round(s)",
         f"- ours_batching: `--enable_batching` with "
         f"`{' '.join(batching_file.read_text().split())}`",
+        *([f"- our servers' extra flags: `{args.server_flags}`"] if args.server_flags else []),
         f"- bentoml: workers={args.bentoml_workers}, max_batch_size={args.bentoml_max_batch_size}, "
         f"max_latency_ms={args.bentoml_max_latency_ms}, access log off",
         "",

@@ -137,6 +137,13 @@ def test_a_killed_worker_fails_its_request_and_the_next_one_gets_new_workers(poo
     assert killed not in processes
 
 
+def test_workers_run_at_a_lower_priority_than_the_server(pool):
+    run(pool.parse(body_of(image(8)), FLOAT))
+    (worker,) = pool._executor._processes.values()
+    expected = min(os.getpriority(os.PRIO_PROCESS, 0) + json_workers.WORKER_NICENESS, 19)
+    assert os.getpriority(os.PRIO_PROCESS, worker.pid) == expected
+
+
 def test_a_pool_needs_a_process():
     with pytest.raises(ValueError, match="at least one process, got 0"):
         json_workers.JsonParsePool(0)
