@@ -24,6 +24,10 @@ Targets:
 keep-alive connection, every 20 ms) during each measured run at `--connections` clients, and
 reports that latency: a JSON load must not stall the rest of the server.
 
+Every measured run also reports the CPU time its server's process tree spent per answered
+request: the server process itself, plus its child processes (our JSON parsing workers,
+BentoML's workers). On a machine whose cores are all busy, requests/s follow from it.
+
     .venv/bin/python bench/serving_bench.py --duration 15 --warmup 5 --connections 32 --rounds 3
     .venv/bin/python bench/serving_bench.py --image_size 224 --targets ours_batching ours_bytes \
         bentoml --status_probe --connections 32 --duration 15 --warmup 5
@@ -116,14 +120,14 @@ def main(argv=None):
                     continue
                 body_path, expected = ((bytes_body, expected_bytes_logits) if target == "ours_bytes"
                                        else (json_body, expected_logits))
-                with _start_target(target, model_base_path, batching_file, work_dir, args) as url:
+                with _start_target(target, model_base_path, batching_file, work_dir, args) as (url, pid):
                     _check_answer(target, url, body_path, expected)
                     probe_url = None
                     if args.status_probe and target.startswith("ours"):
                         probe_url = url.removesuffix(":predict")
                     for connections in concurrencies:
                         result = _run_wrk(url, body_path, connections, args,
-                                          probe_url if connections == args.connections else None)
+                                          probe_url if connections == args.connections else None, pid)
                         measurements.append({"round": round_index, "target": target, **result})
                         _print_row(measurements[-1])
 
@@ -267,10 +271,10 @@ def _measure_inprocess(model_dir, image, args):
 
 @contextlib.contextmanager
 def _start_target(target, model_base_path, batching_file, work_dir, args):
-    """Start `target`, wait until it answers, yield its predict URL, stop it."""
+    """Start `target`, wait until it answers, yield (its predict URL, its pid), stop it."""
     if target == "bentoml":
-        with _bentoml_server(model_base_path / "1", work_dir, args) as url:
-            yield url
+        with _bentoml_server(model_base_path / "1", work_dir, args) as served:
+            yield served
         return
     from imgclf.serving.process import ServerProcess
 
@@ -281,7 +285,7 @@ def _start_target(target, model_base_path, batching_file, work_dir, args):
     if target in ("ours_batching", "ours_json_threads", "ours_bytes"):
         flags += ["--enable_batching", "--batching_parameters_file", str(batching_file)]
     with ServerProcess(flags, timeout=SERVER_START_TIMEOUT_S) as server:
-        yield f"{server.rest_url}/v1/models/{MODEL_NAME}:predict"
+        yield f"{server.rest_url}/v1/models/{MODEL_NAME}:predict", server.pid
 
 
 def _ensure_bentoml_venv():
@@ -319,7 +323,7 @@ def _bentoml_server(model_dir, work_dir, args):
         )
     try:
         _wait_ready(f"http://127.0.0.1:{port}/readyz", process, log_path)
-        yield f"http://127.0.0.1:{port}/predict"
+        yield f"http://127.0.0.1:{port}/predict", process.pid
     finally:
         _stop_group(process)
 
@@ -370,7 +374,26 @@ def _check_answer(target, url, body_path, expected_logits):
 # Load generation
 
 
-def _run_wrk(url, body_path, connections, args, probe_url=None):
+def _tree_cpu_seconds(pid):
+    """CPU seconds (user + system) used so far by process `pid` and by its descendants alive now:
+    (the process's own, its descendants')."""
+    parents, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            parents[int(entry)] = int(fields[1])
+            cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    descendants, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - descendants
+        descendants |= frontier
+    return cpu.get(pid, 0.0), sum(cpu.get(child, 0.0) for child in descendants)
+
+
+def _run_wrk(url, body_path, connections, args, probe_url=None, pid=None):
     threads = min(args.wrk_threads, connections)
 
     def wrk(seconds):
@@ -386,8 +409,16 @@ def _run_wrk(url, body_path, connections, args, probe_url=None):
         wrk(_wrk_seconds(args.warmup))
     load_before = os.getloadavg()[0]
     probe = _StatusProbe(probe_url) if probe_url else contextlib.nullcontext()
+    cpu_before = _tree_cpu_seconds(pid) if pid else None
     with probe:
         stats = wrk(_wrk_seconds(args.duration))
+    cpu = {}
+    if pid:
+        cpu_after = _tree_cpu_seconds(pid)
+        answered = max(stats["requests"] - stats["status_errors"], 1)
+        # Descendants (parsing processes, BentoML's workers) are counted if alive at both ends.
+        cpu = {"cpu_ms_server": (cpu_after[0] - cpu_before[0]) / answered * 1e3,
+               "cpu_ms_children": (cpu_after[1] - cpu_before[1]) / answered * 1e3}
     errors = sum(stats[k] for k in ("connect_errors", "read_errors", "write_errors",
                                     "timeout_errors", "status_errors"))
     return {
@@ -402,6 +433,7 @@ def _run_wrk(url, body_path, connections, args, probe_url=None):
         "errors": errors,
         "load_before": load_before,
         **(probe.summary() if probe_url else {}),
+        **cpu,
     }
 
 
@@ -470,8 +502,11 @@ def _print_row(m):
     if "status_p99_us" in m:
         status = (f"  status p50 {m['status_p50_us'] / 1e3:.2f} p99 {m['status_p99_us'] / 1e3:.2f} ms "
                   f"({m['status_requests']} asked, {m['status_failures']} failed)")
+    cpu = ""
+    if "cpu_ms_server" in m:
+        cpu = f"  CPU ms/request {m['cpu_ms_server']:.2f} + {m['cpu_ms_children']:.2f} in child processes"
     print(f"  c={m['connections']:<3} {m['requests_per_s']:8.1f} req/s  p50 {m['p50_us'] / 1e3:7.2f} ms  "
-          f"p99 {m['p99_us'] / 1e3:7.2f} ms  errors {m['errors']}  (load {m['load_before']:.2f}){status}",
+          f"p99 {m['p99_us'] / 1e3:7.2f} ms  errors {m['errors']}  (load {m['load_before']:.2f}){status}{cpu}",
           flush=True)
 
 
@@ -486,6 +521,9 @@ def _summarise(measurements):
             field: statistics.median(r[field] for r in runs)
             for field in ("requests_per_s", "p50_us", "p90_us", "p99_us", "max_us")
         }
+        if all("cpu_ms_server" in r for r in runs):
+            for field in ("cpu_ms_server", "cpu_ms_children"):
+                summary[key][field] = statistics.median(r[field] for r in runs)
         summary[key]["errors"] = sum(r["errors"] for r in runs)
         summary[key]["rounds"] = len(runs)
         if all("status_p99_us" in r for r in runs):
@@ -550,8 +588,9 @@ def _format_report(argv, args, facts, summary, measurements, batching_file, body
         f"- bentoml: workers={args.bentoml_workers}, max_batch_size={args.bentoml_max_batch_size}, "
         f"max_latency_ms={args.bentoml_max_latency_ms}, access log off",
         "",
-        "| target | clients | requests/s | p50 ms | p90 ms | p99 ms | errors | rounds | status p50 / p99 / max ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | clients | requests/s | p50 ms | p90 ms | p99 ms | errors | rounds | status p50 / p99 / max ms "
+        "| server CPU ms / request (+ child processes) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (target, connections), s in sorted(summary.items(), key=lambda kv: (-kv[0][1], TARGETS.index(kv[0][0]))):
         status = ""
@@ -559,9 +598,12 @@ def _format_report(argv, args, facts, summary, measurements, batching_file, body
             status = (f"{s['status_p50_us'] / 1e3:.2f} / {s['status_p99_us'] / 1e3:.2f} / "
                       f"{s['status_max_us'] / 1e3:.2f} ({s['status_requests']} asked, "
                       f"{s['status_failures']} failed)")
+        cpu = ""
+        if "cpu_ms_server" in s:
+            cpu = f"{s['cpu_ms_server']:.2f} (+ {s['cpu_ms_children']:.2f})"
         lines.append(
             f"| {target} | {connections} | {s['requests_per_s']:.1f} | {s['p50_us'] / 1e3:.2f} | "
-            f"{s['p90_us'] / 1e3:.2f} | {s['p99_us'] / 1e3:.2f} | {s['errors']} | {s['rounds']} | {status} |"
+            f"{s['p90_us'] / 1e3:.2f} | {s['p99_us'] / 1e3:.2f} | {s['errors']} | {s['rounds']} | {status} | {cpu} |"
         )
     lines += ["", *_verdicts(summary, args.connections), ""]
     if args.rounds > 1:
