@@ -119,6 +119,22 @@ def test_a_cancelled_request_keeps_its_slot_until_the_worker_is_done_with_it(poo
     assert run(main()) == (slots - 1, slots)
 
 
+def test_a_request_cancelled_as_the_loop_closes_leaves_no_error_behind(pool, caplog):
+    big = body_of(image(800, seed=5))
+
+    async def main():
+        await pool.parse(body_of(image(8)), FLOAT)
+        task = asyncio.ensure_future(pool.parse(big, FLOAT))
+        await asyncio.sleep(0.005)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return pool._executor
+
+    executor = run(main())  # the loop is closed while the worker still parses
+    executor.submit(int).result(timeout=30)  # the worker is done with the cancelled body
+    assert not [record for record in caplog.records if record.name == "concurrent.futures"]
+
+
 def test_a_killed_worker_fails_its_request_and_the_next_one_gets_new_workers(pool):
     body = body_of(image(200))
 

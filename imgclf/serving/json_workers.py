@@ -146,7 +146,7 @@ class JsonParsePool:
             if task is None or task.done():
                 self._free.put_nowait(slot)
             else:  # cancelled while a worker may still write into the slot: free it when it is done
-                task.add_done_callback(lambda _: loop.call_soon_threadsafe(self._free.put_nowait, slot))
+                task.add_done_callback(lambda _: _call_soon(loop, self._free.put_nowait, slot))
 
     def _pool(self):
         if self._executor is None:
@@ -164,6 +164,14 @@ class JsonParsePool:
         for slot in self._slots:
             slot.close()
         self._slots = []
+
+
+def _call_soon(loop, function, *args):
+    """`function(*args)` on `loop`, from any thread; nothing if the loop is closed (shut down)."""
+    try:
+        loop.call_soon_threadsafe(function, *args)
+    except RuntimeError:
+        pass
 
 
 def _arrays_from(slot, result):
