@@ -163,3 +163,29 @@ def test_workers_run_at_a_lower_priority_than_the_server(pool):
 def test_a_pool_needs_a_process():
     with pytest.raises(ValueError, match="at least one process, got 0"):
         json_workers.JsonParsePool(0)
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"cpu.max": "50000 100000\n"}, 1),                # cgroup v2: half a CPU of quota
+    ({"cpu.max": "150000 100000\n"}, 2),               # 1.5 CPUs: two processes
+    ({"cpu.max": "max 100000\n"}, None),               # no quota: the affinity
+    ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({}, None),
+])
+def test_the_automatic_number_of_parsing_processes_follows_a_containers_cpu_quota(tmp_path, files, expected):
+    from imgclf.serving import config
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    affinity = len(os.sched_getaffinity(0))
+    assert config.usable_cpus(str(tmp_path)) == (affinity if expected is None else min(affinity, expected))
+
+
+def test_parsing_processes_default_to_one_per_usable_cpu_at_most_eight():
+    from imgclf.serving import config
+
+    options = config.parse_args(["--model_base_path", "/models/m"])
+    assert options.json_parse_processes == min(config.usable_cpus(), config.MAX_AUTO_PARSE_PROCESSES) >= 1
+    assert config.parse_args(["--model_base_path", "/m", "--json_parse_processes", "0"]).json_parse_processes == 0

@@ -13,6 +13,7 @@ the same message (same package, names, numbers and types) and parses the file wi
 
 import argparse
 import dataclasses
+import math
 import os
 import re
 import sys
@@ -84,7 +85,7 @@ def build_parser():
         help="threads running unbatched requests (0: number of CPUs)")
     add("--json_parse_processes", type=int, default=defaults.json_parse_processes,
         help="worker processes parsing JSON bodies of numbers from 256 KB on, started at the first "
-             "such body (default -1: one per CPU, at most 8; 0: parse in threads of the server "
+             "such body (default -1: one per usable CPU, at most 8; 0: parse in threads of the server "
              "process, which holds up its event loop); see bench/RESULTS.md")
     add("--ready_file", default="",
         help='once both ports listen and models are loaded, write {"grpc_port", "rest_port", "pid"} '
@@ -94,6 +95,34 @@ def build_parser():
              "HandleReloadConfigRequest) must lie in, symlinks resolved (default: the folders "
              "holding the start-up base paths)")
     return parser
+
+
+def usable_cpus(cgroup_root="/sys/fs/cgroup"):
+    """CPUs this process may use: its CPU affinity, capped by a cgroup CPU quota if it has one.
+
+    In a container limited to 4 CPUs on a 64-core node, `os.cpu_count()` says 64; the quota
+    (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`) says 4.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = None
+    try:
+        with open(os.path.join(cgroup_root, "cpu.max")) as f:
+            limit, period = f.read().split()[:2]
+        if limit != "max":
+            quota = int(limit) / int(period)
+    except (OSError, ValueError):
+        try:
+            with open(os.path.join(cgroup_root, "cpu", "cpu.cfs_quota_us")) as f:
+                limit = int(f.read())
+            with open(os.path.join(cgroup_root, "cpu", "cpu.cfs_period_us")) as f:
+                period = int(f.read())
+            if limit > 0 and period > 0:
+                quota = limit / period
+        except (OSError, ValueError):
+            pass
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
 
 
 def parse_args(argv=None):
@@ -112,7 +141,7 @@ def parse_args(argv=None):
         options.enable_batching = True
     if options.json_parse_processes < 0:
         # A cap, so that a large machine does not start dozens of processes for one event loop.
-        options.json_parse_processes = min(os.cpu_count() or 1, MAX_AUTO_PARSE_PROCESSES)
+        options.json_parse_processes = min(usable_cpus(), MAX_AUTO_PARSE_PROCESSES)
     if options.max_request_bytes < 1:
         parser.error(f"--max_request_bytes must be positive; received {options.max_request_bytes}")
     return options
