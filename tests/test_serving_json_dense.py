@@ -202,29 +202,39 @@ def server(request, tmp_path_factory):
         yield process
 
 
-def test_large_bodies_parsed_off_the_event_loop_answer_as_the_general_path(server):
+def post_together(url, bodies):
+    """POST every body at once (so that the server parses them concurrently); the answers."""
+    import concurrent.futures
+
     import requests
 
+    with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(lambda body: requests.post(url, data=body, timeout=60), bodies))
+
+
+def test_large_bodies_parsed_off_the_event_loop_answer_as_the_general_path(server):
     url = f"{server.rest_url}/v1/models/lenet:predict"
     pixels = image(height=160, width=160)  # ~300 KB of JSON: over the worker processes' threshold
     dense = json.dumps({"instances": [pixels]}).encode()
     # An unknown key keeps a body off the fast path; TF Serving (and the general path) ignore it.
     general = json.dumps({"instances": [pixels], "comment": "x"}).encode()
     assert len(dense) > 256 << 10
-    answers = [requests.post(url, data=body, timeout=60) for body in (dense, general)]
-    assert [answer.status_code for answer in answers] == [200, 200], answers[0].text
-    assert answers[0].json() == answers[1].json()
-
     ragged = json.dumps({"instances": [pixels, pixels[:-1]]}).encode()
-    answer = requests.post(url, data=ragged, timeout=60)
-    assert answer.status_code == 400
-    assert answer.json()["error"].startswith("Expecting tensor size: 76800 but got: 76320.")
-
     pixels[5][5][1] = True
-    answer = requests.post(url, data=json.dumps({"inputs": [pixels]}).encode(), timeout=60)
-    assert answer.status_code == 400
-    assert answer.json()["error"].startswith("JSON Value: true Type: True is not of expected type: float")
-
+    boolean = json.dumps({"inputs": [pixels]}).encode()
+    # Sent together, four at a time: a body parsed alone goes to a thread, the others to workers.
+    answers = post_together(url, [dense, general, ragged, boolean] * 4)
+    for index in range(0, len(answers), 4):
+        ok, also_ok, refused, wrong_type = answers[index:index + 4]
+        assert [ok.status_code, also_ok.status_code] == [200, 200], ok.text
+        assert ok.json() == also_ok.json() == answers[0].json()
+        assert refused.status_code == 400
+        assert refused.json()["error"].startswith("Expecting tensor size: 76800 but got: 76320.")
+        assert wrong_type.status_code == 400
+        assert wrong_type.json()["error"].startswith(
+            "JSON Value: true Type: True is not of expected type: float")
+    processes = server.args[server.args.index("--json_parse_processes") + 1]
+    assert bool(children_of(server.pid)) == (processes != "0"), "workers used as configured"
 
 
 def process_state(pid):
@@ -247,7 +257,7 @@ def children_of(pid):
             if entry.isdigit() and (process_state(entry) or ("", 0))[1] == pid]
 
 
-def test_parsing_processes_exit_when_the_server_is_killed(tmp_path):
+def test_concurrent_bodies_go_to_parsing_processes_which_exit_when_the_server_is_killed(tmp_path):
     import requests
     from conftest_serving import saved_model_copy
 
@@ -256,9 +266,16 @@ def test_parsing_processes_exit_when_the_server_is_killed(tmp_path):
     saved_model_copy(tmp_path / "lenet" / "1")
     with ServerProcess(["--model_name", "lenet", "--model_base_path", tmp_path / "lenet",
                         "--json_parse_processes", "2"]) as server:
+        url = f"{server.rest_url}/v1/models/lenet:predict"
         body = json.dumps({"instances": [image(height=160, width=160)]}).encode()
-        answer = requests.post(f"{server.rest_url}/v1/models/lenet:predict", data=body, timeout=60)
+        # Alone, a body is parsed on a thread: no worker is started for it.
+        answer = requests.post(url, data=body, timeout=60)
         assert answer.status_code == 200, answer.text
+        assert children_of(server.pid) == []
+        # Together, bodies go to parsing processes too.
+        answers = post_together(url, [body] * 8)
+        assert {answer.status_code for answer in answers} == {200}
+        assert all(other.json() == answer.json() for other in answers)
         workers = children_of(server.pid)
         assert workers, "no parsing process was started"
         os.kill(server.pid, signal.SIGKILL)
