@@ -30,7 +30,6 @@ The workers import numpy and simdjson only (`json_dense`), not TensorFlow.
 import asyncio
 import concurrent.futures
 import itertools
-import logging
 import mmap
 import multiprocessing
 import os
@@ -40,8 +39,6 @@ import time
 import numpy as np
 
 from imgclf.serving import json_dense
-
-log = logging.getLogger("imgclf.serving")
 
 #: Slots per worker process: one being parsed, one waiting, so a worker never idles between tasks.
 SLOTS_PER_PROCESS = 2
