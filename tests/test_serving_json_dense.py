@@ -283,3 +283,29 @@ def test_concurrent_bodies_go_to_parsing_processes_which_exit_when_the_server_is
         while any(map(running, workers)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not any(map(running, workers)), f"parsing processes {workers} outlived the killed server"
+
+
+def test_a_thread_keeps_its_parser_for_ordinary_bodies_but_not_for_huge_ones(monkeypatch):
+    import threading
+
+    made = []
+    real = json_dense.simdjson.Parser
+
+    def counting_parser(*args, **kwargs):
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(json_dense.simdjson, "Parser", counting_parser)
+    monkeypatch.setattr(json_dense, "KEEP_PARSER_UP_TO", 1000)
+    small = json.dumps({"instances": [[1.0, 2.0]]}).encode()
+    large = json.dumps({"instances": [[1.0] * 400]}).encode()
+    assert len(small) <= 1000 < len(large)
+
+    def parse_all():
+        for body in (small, small, large, large, small):
+            assert json_dense.parse_dense_request(body, {"serving_default": {"x": json_dense.DT_FLOAT}})
+
+    thread = threading.Thread(target=parse_all)  # a thread of its own: no parser kept from before
+    thread.start()
+    thread.join()
+    assert len(made) == 3  # one kept for the small bodies, one for each large body

@@ -67,6 +67,8 @@ NUMPY_DTYPES = {
 
 
 _parsers = threading.local()
+#: Bodies up to this size are parsed by a parser each thread keeps (its buffers stay allocated).
+KEEP_PARSER_UP_TO = 4 << 20
 
 
 class _NotDense(Exception):
@@ -94,13 +96,17 @@ def parse_dense_request(body, signatures):
 def parse(body):
     """`body` parsed by simdjson (a lazy `simdjson.Object`), or None if simdjson refuses it.
 
-    Each thread keeps its parser rather than allocating a new one's buffers (several times the
-    body's size) for every body. A parser cannot parse again while proxies of its last document
-    live; then this thread gets a new one.
+    Each thread keeps its parser rather than allocating a new one's buffers (about five times the
+    body's size) for every body; bodies over `KEEP_PARSER_UP_TO` get a parser of their own, so that
+    one huge body does not leave a thread holding its buffers. A parser cannot parse again while
+    proxies of its last document live; then this thread gets a new one.
     """
-    parser = getattr(_parsers, "parser", None)
-    if parser is None:
-        parser = _parsers.parser = simdjson.Parser()
+    if len(body) > KEEP_PARSER_UP_TO:
+        parser = simdjson.Parser()
+    else:
+        parser = getattr(_parsers, "parser", None)
+        if parser is None:
+            parser = _parsers.parser = simdjson.Parser()
     try:
         document = parser.parse(body)
     except RuntimeError as error:
