@@ -97,6 +97,15 @@ def test_a_body_that_is_not_dense_gives_none(pool):
     assert run(pool.parse(b'{"instances": [NaN]}', FLOAT)) is None
 
 
+async def handed_to_a_worker(pool):
+    """Wait until a request's body is in its slot and its task on its way to a worker (too late
+    to cancel)."""
+    deadline = time.monotonic() + 30
+    while not any(item.future.running() for item in list(pool._executor._pending_work_items.values())):
+        assert time.monotonic() < deadline, "no task reached a worker"
+        await asyncio.sleep(0.0005)
+
+
 def test_a_cancelled_request_keeps_its_slot_until_the_worker_is_done_with_it(pool):
     big = body_of(image(800, seed=3))  # 12 MB: tens of milliseconds of parsing
     slots = json_workers.SLOTS_PER_PROCESS
@@ -104,7 +113,7 @@ def test_a_cancelled_request_keeps_its_slot_until_the_worker_is_done_with_it(poo
     async def main():
         await pool.parse(body_of(image(8)), FLOAT)  # the worker is up
         task = asyncio.ensure_future(pool.parse(big, FLOAT))
-        await asyncio.sleep(0.005)  # the body is in its slot, the worker parsing it
+        await handed_to_a_worker(pool)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         assert task.cancelled()
@@ -125,7 +134,7 @@ def test_a_request_cancelled_as_the_loop_closes_leaves_no_error_behind(pool, cap
     async def main():
         await pool.parse(body_of(image(8)), FLOAT)
         task = asyncio.ensure_future(pool.parse(big, FLOAT))
-        await asyncio.sleep(0.005)
+        await handed_to_a_worker(pool)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return pool._executor
@@ -158,6 +167,24 @@ def test_workers_run_at_a_lower_priority_than_the_server(pool):
     (worker,) = pool._executor._processes.values()
     expected = min(os.getpriority(os.PRIO_PROCESS, 0) + json_workers.WORKER_NICENESS, 19)
     assert os.getpriority(os.PRIO_PROCESS, worker.pid) == expected
+
+
+def test_a_slot_that_cannot_get_its_memory_fails_with_an_error_and_stays_usable(pool, monkeypatch):
+    import errno
+
+    body = body_of(image(32))
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async def main():
+        with monkeypatch.context() as patch:
+            patch.setattr(json_workers.os, "posix_fallocate", no_space)
+            with pytest.raises(OSError, match="No space left"):
+                await pool.parse(body, FLOAT)
+        return await pool.parse(body, FLOAT)
+
+    assert_same(run(main()), json_dense.parse_dense_request(body, FLOAT))
 
 
 def test_a_pool_needs_a_process():
