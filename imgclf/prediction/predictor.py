@@ -164,9 +164,11 @@ class Predictor:
 
     def predict_sources(self, sources, top_k=DEFAULT_TOP_K, embeddings=False,
                         batch_size=DEFAULT_BATCH_SIZE):
-        """Yield one row of predictions (a dict of the prediction columns and `error`) per
-        source, in order, streaming: `sources` is an iterable of `(path, content)`, where
-        `content` is the encoded image or None to read it from `path` (`tf.io.gfile` paths).
+        """Yield one row (a dict of `columns.output_columns`) per source, in order, streaming.
+
+        `sources` is an iterable of `(path, content)`: `content` is the encoded image, or None to
+        read it from `path` (through `tf.io.gfile`). For Spark, one call per partition keeps one
+        pipeline per partition (starting one costs about a second; see `predict_encoded`).
 
         Sources are read and decoded in parallel in `tf.data` (AUTOTUNE) a few batches ahead,
         never all at once, so memory does not grow with their number.
@@ -207,14 +209,13 @@ class Predictor:
                 reason = decode_error(decode_file, str(path))
             else:
                 reason = decode_error(decode_bytes, content)
-            return col.error_row(_clean(reason), embeddings)
+            return {col.PATH: _name(path), **col.error_row(_clean(reason), embeddings)}
 
         for ids, images in batches:
             for element_id, row in zip(ids.numpy(), self._rows(images, top_k, embeddings)):
                 while pending[0][0] < element_id:
                     yield failed(pending.popleft())
-                pending.popleft()
-                yield row
+                yield {col.PATH: _name(pending.popleft()[1]), **row}
         while pending:
             yield failed(pending.popleft())
 
@@ -284,6 +285,10 @@ def file_fingerprint(paths):
                     break
                 digest.update(chunk)
     return f"sha256:{digest.hexdigest()}"
+
+
+def _name(path):
+    return "" if path is None else str(path)
 
 
 def _clean(reason):
