@@ -222,7 +222,7 @@ def test_max_errors_stops_a_run_and_keeps_its_parts(model_paths, tmp_path, capsy
     (["--model_path", "m", "--output", "o.csv", "--master", "local[2]", "x"],
      "argument --master: only with --engine spark"),
     (["--model_path", "m", "--output", "o.csv", "--engine", "gpu", "x"],
-     "argument --engine: invalid choice: 'gpu' (choose from local, spark)"),
+     "argument --engine: invalid choice: 'gpu' (choose from 'local', 'spark')"),
 ])
 def test_usage_errors_are_one_line_exit_2(argv, message, capsys):
     try:
