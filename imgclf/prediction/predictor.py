@@ -37,6 +37,9 @@ DEFAULT_TOP_K = 5
 
 KERAS_SUFFIX = ".keras"
 
+#: Decoded batches waiting for the model.
+PREFETCH_BATCHES = 2
+
 
 class Predictor:
     """A model ready to label images: its classes, its input size, and one forward pass.
@@ -200,7 +203,9 @@ class Predictor:
             .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .ignore_errors()
             .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE)
+            # Two batches ahead keep the model busy; AUTOTUNE may grow the buffer towards its
+            # RAM budget (half the machine's memory) for no speed.
+            .prefetch(PREFETCH_BATCHES)
         )
 
         def failed(element):
