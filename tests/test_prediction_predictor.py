@@ -69,8 +69,8 @@ def test_embeddings_are_the_penultimate_layer(model_paths, tmp_path):
     images = np.stack([_decoded(content) for content in contents])
     expected = penultimate(images).numpy()
     assert np.asarray(saved["embedding"]).shape == (3, 84)
-    np.testing.assert_allclose(saved["embedding"], expected, atol=1e-4)
-    np.testing.assert_allclose(from_keras["embedding"], expected, atol=1e-4)
+    np.testing.assert_allclose(saved["embedding"], expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(from_keras["embedding"], expected, rtol=1e-4, atol=1e-4)
 
 
 def _decoded(content):

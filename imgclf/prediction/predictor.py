@@ -37,6 +37,9 @@ DEFAULT_TOP_K = 5
 
 KERAS_SUFFIX = ".keras"
 
+#: Sources the pipeline takes from Python at a time.
+SOURCE_CHUNK = 256
+
 #: Decoded batches waiting for the model.
 PREFETCH_BATCHES = 2
 
@@ -186,10 +189,16 @@ class Predictor:
         pending = collections.deque()
 
         def generate():
-            for element_id, (path, content) in enumerate(sources):
-                pending.append((element_id, path, content))
-                yield (element_id, "" if path is None else str(path),
-                       b"" if content is None else content, content is not None)
+            # In chunks: a Python generator costs per element it yields, a chunk is unbatched
+            # by tf.data.
+            chunk = []
+            for element in enumerate(sources):
+                chunk.append(element)
+                if len(chunk) == SOURCE_CHUNK:
+                    yield _chunk(chunk, pending)
+                    chunk = []
+            if chunk:
+                yield _chunk(chunk, pending)
 
         def load(element_id, path, content, has_content):
             image = tf.cond(has_content, lambda: decode_bytes(content), lambda: decode_file(path))
@@ -197,9 +206,10 @@ class Predictor:
 
         batches = (
             tf.data.Dataset.from_generator(generate, output_signature=(
-                tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string),
-                tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.bool),
+                tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.string),
+                tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.bool),
             ))
+            .unbatch()
             .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .ignore_errors()
             .batch(batch_size)
@@ -290,6 +300,20 @@ def file_fingerprint(paths):
                     break
                 digest.update(chunk)
     return f"sha256:{digest.hexdigest()}"
+
+
+def _chunk(elements, pending):
+    """The arrays `from_generator` yields for `[(id, (path, content)), ...]`; each element is
+    also put in `pending`, the ids and sources in flight."""
+    ids, paths, contents, has_content = [], [], [], []
+    for element_id, (path, content) in elements:
+        pending.append((element_id, path, content))
+        ids.append(element_id)
+        paths.append("" if path is None else str(path))
+        contents.append(b"" if content is None else content)
+        has_content.append(content is not None)
+    return (np.array(ids, dtype=np.int64), np.array(paths, dtype=object),
+            np.array(contents, dtype=object), np.array(has_content, dtype=bool))
 
 
 def _name(path):
