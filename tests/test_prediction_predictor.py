@@ -105,3 +105,13 @@ def test_highest_version_and_fingerprint(model_paths, tmp_path):
     assert predictor.fingerprint == Predictor.load(model_paths["version"]).fingerprint
     assert predictor.fingerprint.startswith("sha256:")
     assert Predictor.load(model_paths["keras"]).fingerprint != predictor.fingerprint
+
+
+def test_a_keras_file_predictor_outlives_garbage_collection(model_paths, tmp_path):
+    import gc
+
+    predictor = Predictor.load(model_paths["keras"])
+    gc.collect()  # a tf.function method holds its model weakly
+    contents = [open(path, "rb").read() for path in write_images(tmp_path, 2)]
+    columns = predictor.predict_encoded(contents, embeddings=True)
+    assert columns["error"] == ["", ""] and len(columns["embedding"][1]) == 84

@@ -89,8 +89,11 @@ class Predictor:
                     f"model_path '{path}' holds a {type(model).__name__}, not an imgclf "
                     "ImageClassifierModel"
                 )
-            return cls(path, model.class_names, model.image_size, file_fingerprint([path]),
-                       model.predict_numpy_image, model.predict_embeddings)
+            predictor = cls(path, model.class_names, model.image_size, file_fingerprint([path]),
+                            model.predict_numpy_image, model.predict_embeddings)
+            # A tf.function method holds its model weakly: the predictor keeps the model alive.
+            predictor._loaded = model
+            return predictor
         metadata_path = os.path.join(path, METADATA_FILE)
         if not tf.io.gfile.exists(metadata_path):
             raise ValueError(
