@@ -115,3 +115,26 @@ def test_a_keras_file_predictor_outlives_garbage_collection(model_paths, tmp_pat
     contents = [open(path, "rb").read() for path in write_images(tmp_path, 2)]
     columns = predictor.predict_encoded(contents, embeddings=True)
     assert columns["error"] == ["", ""] and len(columns["embedding"][1]) == 84
+
+
+def test_a_model_without_a_head_saves_without_embeddings(tmp_path):
+    import keras
+
+    from imgclf import ImageClassifierModel
+
+    class PooledModel(ImageClassifierModel):  # logits straight from the pixels: no head
+        def create_model_io(self, input_shape, num_classes):
+            inputs = keras.Input(shape=input_shape)
+            return inputs, keras.layers.GlobalAveragePooling2D()(inputs)
+
+    PooledModel(input_shape=(8, 8, 3), num_classes=3).save(str(tmp_path / "1"))
+    predictor = Predictor.load(tmp_path)
+    assert not predictor.has_embeddings
+    image = open(write_images(tmp_path / "images", 1)[0], "rb").read()
+    assert predictor.predict_encoded([image])["error"] == [""]
+    with pytest.raises(ValueError) as caught:
+        predictor.predict_encoded([image], embeddings=True)
+    assert str(caught.value) == (
+        f"model_path '{tmp_path}/1' has no predict_embeddings function (saved by an imgclf "
+        "without it, or a network with no layer before its logits); save it again with "
+        "ImageClassifierModel.save, or use its .keras file")

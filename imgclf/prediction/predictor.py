@@ -165,9 +165,9 @@ class Predictor:
     def _check(self, top_k, embeddings):
         if embeddings and not self.has_embeddings:
             raise ValueError(
-                f"model_path '{self.model_path}' was saved without the predict_embeddings "
-                "function; re-save it with this imgclf (ImageClassifierModel.save) or use its "
-                ".keras file for embeddings"
+                f"model_path '{self.model_path}' has no predict_embeddings function (saved by "
+                "an imgclf without it, or a network with no layer before its logits); save it "
+                "again with ImageClassifierModel.save, or use its .keras file"
             )
         return _check_positive_int("top_k", top_k)
 
