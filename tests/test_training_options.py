@@ -99,6 +99,19 @@ def test_defaults_follow_the_model_class():
         (["--input_width", "16"],
          "give both --input_width and --input_height, or neither (the model's own size); "
          "received --input_width 16, --input_height None"),
+        (["--model_type", "MobileNetV2Model", "--weights", "none", "--unfreeze_layers", "5"],
+         "unfreeze_layers=5 applies to phase 2, which needs pretrained weights: with weights None "
+         "the backbone trains from the first epoch, in one phase"),
+        (["--model_type", "MobileNetV2Model", "--weights", "none", "--fine_tune_learning_rate", "1e-4"],
+         "fine_tune_learning_rate=0.0001 applies to phase 2, which needs pretrained weights: with "
+         "weights None the backbone trains from the first epoch, in one phase"),
+        (["--model_type", "MobileNetV2Model", "--fine_tune_epochs", "0", "--unfreeze_layers", "5"],
+         "unfreeze_layers=5 applies to phase 2, which fine_tune_epochs=0 skips"),
+        (["--model_type", "MobileNetV2Model", "--fine_tune_epochs", "0", "--fine_tune_learning_rate", "1e-4"],
+         "fine_tune_learning_rate=0.0001 applies to phase 2, which fine_tune_epochs=0 skips"),
+        (["--model_type", "LenetModel", "--fine_tune_learning_rate", "1e-4"],
+         "LenetModel has no pretrained backbone: fine_tune_learning_rate applies only to backbone "
+         "models (subclasses of BackboneModel)"),
         (["--label_smoothing", "1.5"], "label_smoothing must be in [0, 1); received 1.5"),
         (["--num_epochs", "0"], "num_epochs must be an integer of at least 1; received 0"),
     ],

@@ -37,7 +37,7 @@ from imgclf.data.pipeline import keep_attributes
 from imgclf.export.metadata import training_metadata
 from imgclf.export.versions import choose_version
 from imgclf.training.callbacks import ModelCheckpoint
-from imgclf.training.config import plan_training, with_options
+from imgclf.training.config import plan_training, scaled_learning_rates, with_options
 from imgclf.training.distributed import DistributedRun, file_shard_context, shard_across_workers
 from imgclf.training.phases import MONITOR, best_of, build_model, fit_phase, start_fine_tuning
 
@@ -92,13 +92,7 @@ def train(model_type, train_dataset_path, test_dataset_path, model_folder_path, 
 
 
 def _train_in(run, plan, model_type, train_dataset_path, test_dataset_path, verbose, callbacks):
-    replicas = run.plan.num_replicas
-    plan = dataclasses.replace(
-        plan, learning_rate=plan.learning_rate * replicas,
-        fine_tune_learning_rate=plan.fine_tune_learning_rate * replicas,
-    )
-    logger.info("learning rate %g: %g per replica x %d replicas", plan.learning_rate,
-                plan.learning_rate / replicas, replicas)
+    plan = scaled_learning_rates(plan, run.plan.num_replicas)
     config = plan.config
     # Chosen once: a restarted run writes the version the interrupted one chose, even if it had
     # already written it (killed before removing its backup).
