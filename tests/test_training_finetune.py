@@ -97,6 +97,32 @@ def test_phase_1_keeps_the_backbone_and_its_batch_norm_phase_2_trains_all_but_ba
     assert changed == set(backbone) - batch_norm
 
 
+def test_phase_1_backbone_computes_what_it_serves_dropout_and_stochastic_depth_included(tmp_path, rng):
+    # EfficientNetV2B0 has 15 stochastic-depth Dropout layers (rates up to 0.19); Keras 3's fit
+    # passes training=True into the backbone, so a frozen backbone must still not drop.
+    keras.utils.set_random_seed(0)
+    keras.applications.EfficientNetV2B0(
+        include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg",
+    ).save_weights(tmp_path / "b0.weights.h5")
+    plan = plan_training("EfficientNetV2B0Model", TrainingConfig(
+        input_shape=(32, 32, 3), fine_tune_epochs=1,
+        model_kwargs={"weights": str(tmp_path / "b0.weights.h5"), "dropout": 0.0},
+    ))
+    model = build_model(plan, ["a", "b"], steps_per_epoch=1)
+    assert sum(isinstance(layer, keras.layers.Dropout) for layer in model.backbone.layers) == 15
+    pixels = rng.integers(0, 256, size=(4, 32, 32, 3)).astype(np.float32)
+    serving = model.backbone(pixels, training=False).numpy()
+    np.testing.assert_array_equal(model.backbone(pixels, training=True).numpy(), serving)
+    # The whole model as fit calls it (the head's dropout is 0 here): the same as serving.
+    np.testing.assert_array_equal(model(pixels, training=True).numpy(), model(pixels, training=False).numpy())
+    model.fit(pixels, np.array([0, 1, 0, 1]), batch_size=4, epochs=1, verbose=0)  # traces fine
+
+    # Phase 2 trains the backbone as Keras' guide does: its stochastic depth drops again.
+    start_fine_tuning(model, plan, steps_per_epoch=1)
+    assert not np.array_equal(model.backbone(pixels, training=True).numpy(),
+                              model.backbone(pixels, training=False).numpy())
+
+
 def test_unfreeze_top_layers_keeps_lower_layers_and_batch_norm_frozen(weights_file):
     model = MobileNetV2Model(input_shape=(32, 32, 3), num_classes=2, weights=weights_file, alpha=0.35)
     model.freeze_backbone()
