@@ -114,13 +114,19 @@ class StrategyPlan:
     per_replica_batch_size: int
     global_batch_size: int
 
+    @property
+    def name(self):
+        """The strategy's public name: `"MirroredStrategy"`, `"MultiWorkerMirroredStrategy"`,
+        or `"DefaultStrategy"` (TensorFlow's default, one device)."""
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return "MultiWorkerMirroredStrategy"  # its class is CollectiveAllReduceStrategy
+        name = type(self.strategy).__name__
+        return "DefaultStrategy" if name == "_DefaultDistributionStrategy" else name
+
     def summary(self):
         """One line for the log."""
-        name = type(self.strategy).__name__
-        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            name = "MultiWorkerMirroredStrategy"  # its class is CollectiveAllReduceStrategy
         return (
-            f"{name}: {self.num_replicas} replica(s) on {self.num_workers} worker(s), this is "
+            f"{self.name}: {self.num_replicas} replica(s) on {self.num_workers} worker(s), this is "
             f"{self.task_type} {self.task_index}{' (chief)' if self.is_chief else ''}; batch "
             f"{self.per_replica_batch_size} per replica, {self.global_batch_size} global"
         )
