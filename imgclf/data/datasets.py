@@ -40,3 +40,16 @@ def list_labels(path):
         layout = records.read_layout(path)
         return [label for name, label in zip(layout["files"], layout["labels"]) if name is not None]
     return folders.list_image_files(path)[1]
+
+
+def encoded_images(path, limit):
+    """The encoded bytes of the first `limit` images of a data set, in the order its test set
+    reads them: files of a folder, records of a TFRecord directory (shard by shard).
+
+        >>> encoded_images("records/test", 2)
+        [b'\\x89PNG...', b'\\xff\\xd8...']
+    """
+    if is_tfrecord_dataset(os.fspath(path)):
+        return records.encoded_records(path, limit)
+    paths = folders.list_image_files(path)[0][:limit]
+    return [open(p, "rb").read() for p in paths]

@@ -122,6 +122,19 @@ def create_test_dataset(directory, image_shape, batch_size, class_names=None, ca
                            "test", None, cache)
 
 
+def encoded_records(directory, limit):
+    """The encoded images of the first `limit` records of a TFRecord directory, in shard order
+    (the order of its test set)."""
+    directory = os.fspath(directory)
+    encoded = []
+    for entry in read_layout(directory)["shards"]:
+        for record in tf.data.TFRecordDataset(os.path.join(directory, entry["file"])):
+            if len(encoded) == limit:
+                return encoded
+            encoded.append(tf.io.parse_single_example(record, _FEATURES)["image/encoded"].numpy())
+    return encoded
+
+
 def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role,
                     shuffle_seed=None, cache=None):
     files, all_labels, class_names = layout["files"], layout["labels"], layout["class_names"]
