@@ -69,6 +69,7 @@ def test_learning_rates_scale_linearly_for_sgd_by_the_square_root_for_adam(optim
     assert scaled.learning_rate == pytest.approx(1e-3 * scale)
     assert scaled.fine_tune_learning_rate == pytest.approx(2e-4 * scale)
     assert (scaled.learning_rate_scale, scaled.num_replicas) == (pytest.approx(scale), 8)
+    assert scaled.per_replica_learning_rates == (1e-3, 2e-4)  # recorded as given, unrounded
     assert strategies.learning_rate_scale(optimizer, 1) == 1  # one replica: as given
     rule = "8 replicas" if optimizer == "sgd" else "sqrt(8 replicas)"
     assert f"learning rate {1e-3 * scale:g}: 0.001 per replica x {rule} ({optimizer})" in caplog.text

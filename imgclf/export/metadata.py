@@ -86,16 +86,14 @@ def run_metadata(plan, strategy_plan, model_type, version, datasets=None,
         >>> metadata["training"]["flags"]["learning_rate"], metadata["training"]["distribution"]
         (0.001, {'strategy': 'DefaultStrategy', 'num_workers': 1, 'num_replicas': 1, ...})
     """
-    scale = plan.learning_rate_scale
+    learning_rate, fine_tune_learning_rate = plan.per_replica_learning_rates
     flags = {
         "model_type": model_type,
         **dataclasses.asdict(plan.config),
         "model_version": version,
-        "learning_rate": plan.learning_rate / scale,
+        "learning_rate": learning_rate,
         # None when no phase 2 ran: the rate was never used.
-        "fine_tune_learning_rate": (
-            plan.fine_tune_learning_rate / scale if plan.fine_tune_epochs else None
-        ),
+        "fine_tune_learning_rate": fine_tune_learning_rate if plan.fine_tune_epochs else None,
         "schedule": plan.schedule,
         "fine_tune_epochs": plan.fine_tune_epochs,
     }

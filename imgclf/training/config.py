@@ -122,6 +122,12 @@ class TrainingPlan:
     #: What the learning rates were multiplied by for the replicas (1: not scaled).
     learning_rate_scale: float = 1
     num_replicas: int = 1
+    #: `(learning_rate, fine_tune_learning_rate)` of one replica, as resolved before scaling.
+    per_replica_learning_rates: tuple = None
+
+    def __post_init__(self):
+        if self.per_replica_learning_rates is None:
+            self.per_replica_learning_rates = (self.learning_rate, self.fine_tune_learning_rate)
 
 
 def plan_training(model_type, config=None):
