@@ -94,10 +94,23 @@ class EvaluationPredictions:
     labels: np.ndarray
     logits: np.ndarray
     class_names: list
+    #: The test set (a folder or TFRecord directory) the images are read back from, if known.
+    dataset_path: str = None
 
     @property
     def predictions(self):
         return self.logits.argmax(axis=1)
+
+    def encoded_images(self, indices):
+        """The encoded bytes of the images at `indices`: from the data set (a TFRecord's records
+        too), else from `file_paths`."""
+        if self.dataset_path is not None:
+            return encoded_images(self.dataset_path, indices)
+        encoded = []
+        for index in indices:
+            with open(self.file_paths[index], "rb") as file:
+                encoded.append(file.read())
+        return encoded
 
 
 def predict_saved_model(model_path, test_dataset_path, batch_size=32):
@@ -117,6 +130,7 @@ def predict_saved_model(model_path, test_dataset_path, batch_size=32):
         labels=np.concatenate(labels),
         logits=np.concatenate(logits),
         class_names=list(metadata["class_names"]),
+        dataset_path=os.fspath(test_dataset_path),
     )
     return predictions, loaded
 
@@ -147,7 +161,7 @@ def bytes_agreement(loaded, test_dataset_path, image_shape, bytes_samples):
     Images that do not decode are not checked."""
     decode = image_decoder(check_image_shape(image_shape))
     encoded, decoded = [], []
-    for image_bytes in encoded_images(test_dataset_path, bytes_samples):
+    for image_bytes in encoded_images(test_dataset_path, range(bytes_samples)):
         try:
             decoded.append(decode(tf.constant(image_bytes)))
         except tf.errors.OpError:

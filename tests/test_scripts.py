@@ -70,9 +70,17 @@ def test_eval_on_a_tfrecord_test_set_equals_the_folder_and_checks_the_records_by
     convert_folder(sample_data / "test", records, num_shards=2)
     model = str(trained / "LenetModel" / "3")
     assert eval_model.main(["--test_dataset_path", str(records), "--model_path", model,
-                            "--metrics_json", str(tmp_path / "records.json")]) == 0
+                            "--metrics_json", str(tmp_path / "records.json"),
+                            "--report", str(tmp_path / "report")]) == 0
     out = capsys.readouterr().out
     assert "serving_bytes agrees with serving_default on 16/16 sample images" in out
+    assert {p.name for p in (tmp_path / "report").iterdir()} >= {"metrics.json", "misclassified.png"}
+    # The report's tiles come from the records themselves: record i is the image of file_paths[i].
+    from imgclf.evaluation import evaluate_saved_model
+
+    _, predictions = evaluate_saved_model(model, records, return_predictions=True)
+    assert predictions.encoded_images([0, 17, 5]) == [
+        (sample_data / "test" / predictions.file_paths[i]).read_bytes() for i in (0, 17, 5)]
     assert eval_model.main(["--test_dataset_path", str(sample_data / "test"), "--model_path", model,
                             "--metrics_json", str(tmp_path / "folder.json")]) == 0
     from_records = json.loads((tmp_path / "records.json").read_text())
