@@ -13,6 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from imgclf.data import create_test_dataset
+from imgclf.data.datasets import encoded_images
+from imgclf.data.pipeline import check_image_shape, image_decoder
 from imgclf.export.metadata import read_model_metadata
 
 
@@ -92,10 +94,23 @@ class EvaluationPredictions:
     labels: np.ndarray
     logits: np.ndarray
     class_names: list
+    #: The test set (a folder or TFRecord directory) the images are read back from, if known.
+    dataset_path: str = None
 
     @property
     def predictions(self):
         return self.logits.argmax(axis=1)
+
+    def encoded_images(self, indices):
+        """The encoded bytes of the images at `indices`: from the data set (a TFRecord's records
+        too), else from `file_paths`."""
+        if self.dataset_path is not None:
+            return encoded_images(self.dataset_path, indices)
+        encoded = []
+        for index in indices:
+            with open(self.file_paths[index], "rb") as file:
+                encoded.append(file.read())
+        return encoded
 
 
 def predict_saved_model(model_path, test_dataset_path, batch_size=32):
@@ -115,29 +130,50 @@ def predict_saved_model(model_path, test_dataset_path, batch_size=32):
         labels=np.concatenate(labels),
         logits=np.concatenate(logits),
         class_names=list(metadata["class_names"]),
+        dataset_path=os.fspath(test_dataset_path),
     )
     return predictions, loaded
 
 
 def evaluate_saved_model(model_path, test_dataset_path, batch_size=32, bytes_samples=16,
                          return_predictions=False):
-    """Evaluate the imgclf SavedModel at `model_path` on the folder `test_dataset_path`.
+    """Evaluate the imgclf SavedModel at `model_path` on `test_dataset_path`, a folder of
+    `<class>/<image>` or a TFRecord directory.
 
     Accuracy comes from the `serving_default` signature on the decoded test images; then
-    `serving_bytes` is fed the raw bytes of the first `bytes_samples` files, and must agree.
+    `serving_bytes` is fed the encoded bytes of the first `bytes_samples` images (files, or the
+    records' own bytes) and must agree with `serving_default` on the same images decoded.
     With `return_predictions`, returns `(report, EvaluationPredictions)` for `imgclf.reports`.
     """
     predictions, loaded = predict_saved_model(model_path, test_dataset_path, batch_size)
-    sample_paths = predictions.file_paths[:bytes_samples]
-    encoded = tf.constant([tf.io.read_file(path).numpy() for path in sample_paths])
-    serving_bytes = loaded.signatures["serving_bytes"]
-    bytes_predictions = serving_bytes(image_bytes_string=encoded)["output_0"].numpy().argmax(axis=1)
-    agreeing = int((bytes_predictions == predictions.predictions[:len(sample_paths)]).sum())
+    image_shape = read_model_metadata(model_path)["input_shape"]
+    agreement = bytes_agreement(loaded, test_dataset_path, image_shape, bytes_samples)
     report = classification_report(
-        predictions.labels, predictions.predictions, predictions.class_names,
-        (agreeing, len(sample_paths)),
+        predictions.labels, predictions.predictions, predictions.class_names, agreement,
     )
     return (report, predictions) if return_predictions else report
+
+
+def bytes_agreement(loaded, test_dataset_path, image_shape, bytes_samples):
+    """`(agreeing, checked)`: on how many of the first `bytes_samples` images of the data set
+    `serving_bytes` of the loaded SavedModel (fed the encoded bytes) gives the class
+    `serving_default` gives to the image decoded as the data sets decode it (to `image_shape`).
+    Images that do not decode are not checked."""
+    decode = image_decoder(check_image_shape(image_shape))
+    encoded, decoded = [], []
+    for image_bytes in encoded_images(test_dataset_path, range(bytes_samples)):
+        try:
+            decoded.append(decode(tf.constant(image_bytes)))
+        except tf.errors.OpError:
+            continue  # the data set skips it too, with a warning
+        encoded.append(image_bytes)
+    if not encoded:
+        return (0, 0)
+    from_bytes = loaded.signatures["serving_bytes"](image_bytes_string=tf.constant(encoded))
+    from_pixels = loaded.signatures["serving_default"](input_tensor=tf.stack(decoded))
+    agreeing = (from_bytes["output_0"].numpy().argmax(axis=1)
+                == from_pixels["output_0"].numpy().argmax(axis=1))
+    return (int(agreeing.sum()), len(encoded))
 
 
 def write_metrics_json(report, path):

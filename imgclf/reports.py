@@ -84,7 +84,8 @@ def worst_misclassified(predictions, max_images=16):
 def misclassified_figure(predictions, max_images=16, columns=4):
     """A `Figure` of the worst mistakes (`worst_misclassified`), one titled tile each.
 
-    Tiles are read from `predictions.file_paths`, left to right, top to bottom, worst first.
+    Tiles are read from the test set (`predictions.encoded_images`: files, or a TFRecord
+    directory's records), left to right, top to bottom, worst first.
     With no mistakes the figure says so.
     """
     indices, probabilities = worst_misclassified(predictions, max_images)
@@ -96,9 +97,9 @@ def misclassified_figure(predictions, max_images=16, columns=4):
         figure.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
         return figure
     names = predictions.class_names
-    for tile, index in enumerate(indices):
+    for tile, (index, encoded) in enumerate(zip(indices, predictions.encoded_images(indices))):
         axes = figure.add_subplot(rows, columns, tile + 1)
-        with Image.open(predictions.file_paths[index]) as image:
+        with Image.open(io.BytesIO(encoded)) as image:
             axes.imshow(np.asarray(image.convert("RGB")))
         predicted = int(probabilities[index].argmax())
         axes.set_title(
@@ -156,10 +157,12 @@ def log_test_confusion_matrix(log_dir, model, test_ds, step=0):
 
     What `imgclf.training.train` calls at the end of a run. Returns the matrix.
     """
+    from imgclf.data import first_pass_errors
     from imgclf.evaluation import confusion_matrix
 
     labels = np.concatenate([batch_labels.numpy() for _, batch_labels in test_ds])
-    predictions = model.predict(test_ds, verbose=0).argmax(axis=1)
+    with first_pass_errors(test_ds):  # no "ran out of data" warning for a set of unknown length
+        predictions = model.predict(test_ds, verbose=0).argmax(axis=1)
     matrix = confusion_matrix(labels, predictions, model.num_classes)
     log_confusion_matrix(log_dir, matrix, model.class_names, step=step)
     return matrix

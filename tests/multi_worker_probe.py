@@ -1,10 +1,13 @@
 """One worker of a two-worker `fit` on loopback, for tests/test_distributed_keras_bug.py.
 
     python tests/multi_worker_probe.py INDEX PORT0,PORT1 keras|symbolic_build_only|imgclf
+    python tests/multi_worker_probe.py 0 - one_process
 
 `keras`: a plain `keras.Model` (fails: keras-team/keras#20585); `symbolic_build_only`: with only
 imgclf's symbolic-build override (fails at the second place); `imgclf`: an
-`ImageClassifierModel`, all overrides (works). Prints `RESULT {...}` on success.
+`ImageClassifierModel`, all overrides (works); `one_process`: the same model, data, seed and
+global batch in one process without a cluster, what `imgclf` must equal. Prints `RESULT {...}`
+on success.
 """
 
 import json
@@ -12,10 +15,11 @@ import os
 import sys
 
 index, ports, mode = int(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
-os.environ["TF_CONFIG"] = json.dumps({
-    "cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
-    "task": {"type": "worker", "index": index},
-})
+if mode != "one_process":
+    os.environ["TF_CONFIG"] = json.dumps({
+        "cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
+        "task": {"type": "worker", "index": index},
+    })
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -42,13 +46,17 @@ class TinyModel(ImageClassifierModel):
         return inputs, keras.layers.Dense(num_classes)(x)
 
 
-strategy = tf.distribute.MultiWorkerMirroredStrategy()
+if mode == "one_process":
+    strategy = tf.distribute.get_strategy()
+else:
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+keras.utils.set_random_seed(0)  # the same initial weights in every mode
 rng = np.random.default_rng(0)
 images = rng.uniform(0, 255, (32, 4, 4, 3)).astype("float32")
 labels = (images.mean(axis=(1, 2, 3)) > 127).astype("int32")
 data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
 with strategy.scope():
-    if mode == "imgclf":
+    if mode in ("imgclf", "one_process"):
         model = TinyModel(input_shape=(4, 4, 3), num_classes=2)
     else:
         inputs = keras.Input((4, 4, 3))

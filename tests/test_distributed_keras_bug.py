@@ -2,7 +2,8 @@
 
 A plain `keras.Model` fails in the two places of keras-team/keras#20585 (so the overrides are
 still needed with the pinned Keras); an `ImageClassifierModel` trains and evaluates, and both
-workers end with the same weights and the same global metrics.
+workers end with the same weights and the same global metrics, equal to those of one process
+training the same model on the same data and global batch.
 """
 
 import json
@@ -37,6 +38,8 @@ def _run_pair(mode):
 @pytest.mark.timeout(900)
 def test_plain_keras_fails_and_imgclf_models_train_with_two_workers():
     outcomes = {mode: _run_pair(mode) for mode in ("keras", "symbolic_build_only", "imgclf")}
+    alone = subprocess.run([sys.executable, PROBE, "0", "-", "one_process"], capture_output=True,
+                           text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=300)
 
     for code, output in outcomes["keras"]:
         assert code != 0 and "Attempt to convert a value (PerReplica" in output, output[-2000:]
@@ -53,3 +56,10 @@ def test_plain_keras_fails_and_imgclf_models_train_with_two_workers():
     assert set(chief["history"]) == {"accuracy", "loss", "val_accuracy", "val_loss"}
     assert all(len(values) == 2 for values in chief["history"].values())
     assert set(chief["evaluation"]) == {"accuracy", "loss"}
+    # Two workers computed what one process computes: each step averages the same 8 images.
+    assert alone.returncode == 0, alone.stdout[-2000:] + alone.stderr[-2000:]
+    one = json.loads(alone.stdout.split("RESULT ", 1)[1])
+    for key, values in one["history"].items():
+        assert chief["history"][key] == pytest.approx(values, rel=1e-5, abs=1e-6), key
+    assert chief["evaluation"] == pytest.approx(one["evaluation"], rel=1e-5, abs=1e-6)
+    assert chief["weights_sum"] == pytest.approx(one["weights_sum"], rel=1e-5, abs=1e-6)

@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from conftest_distributed import IMAGE_SIZE, train_args, write_data
 from imgclf.cli.train import main as train_main
-from imgclf.training import strategies
+from imgclf.training import TrainingConfig, plan_training, strategies
+from imgclf.training.config import scaled_learning_rates
 from imgclf.training.multi_worker_fit import in_multi_worker_mode, rank1_logs
 
 CLUSTER = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 1}}
@@ -51,14 +52,27 @@ def test_the_chief_is_the_chief_task_or_worker_0_without_one(monkeypatch):
 def test_one_process_plan_batch_and_learning_rate_and_logs_untouched(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     strategy = strategies.create_strategy("none")
-    plan = strategies.describe_strategy(strategy, batch_size=16, learning_rate=1e-3)
+    plan = strategies.describe_strategy(strategy, batch_size=16)
     assert (plan.num_replicas, plan.num_workers, plan.global_batch_size) == (1, 1, 16)
-    assert (plan.learning_rate, plan.is_chief, plan.task_type, plan.task_index) == (
-        1e-3, True, "worker", 0)
-    assert strategies.scale_learning_rate(1e-3, 4) == 4e-3
+    assert (plan.is_chief, plan.task_type, plan.task_index) == (True, "worker", 0)
     assert not in_multi_worker_mode(strategy)
     logs = {"loss": tf.constant(1.0)}
     assert rank1_logs(strategy, logs) is logs
+
+
+@pytest.mark.parametrize("optimizer, scale", [("sgd", 8), ("adam", 8 ** 0.5), ("adamw", 8 ** 0.5)])
+def test_learning_rates_scale_linearly_for_sgd_by_the_square_root_for_adam(optimizer, scale, caplog):
+    caplog.set_level("INFO", "imgclf.training")
+    plan = plan_training("MobileNetV2Model", TrainingConfig(
+        optimizer=optimizer, learning_rate=1e-3, fine_tune_learning_rate=2e-4))
+    scaled = scaled_learning_rates(plan, 8)
+    assert scaled.learning_rate == pytest.approx(1e-3 * scale)
+    assert scaled.fine_tune_learning_rate == pytest.approx(2e-4 * scale)
+    assert (scaled.learning_rate_scale, scaled.num_replicas) == (pytest.approx(scale), 8)
+    assert scaled.per_replica_learning_rates == (1e-3, 2e-4)  # recorded as given, unrounded
+    assert strategies.learning_rate_scale(optimizer, 1) == 1  # one replica: as given
+    rule = "8 replicas" if optimizer == "sgd" else "sqrt(8 replicas)"
+    assert f"learning rate {1e-3 * scale:g}: 0.001 per replica x {rule} ({optimizer})" in caplog.text
 
 
 def test_train_model_with_mirrored_strategy(tmp_path, monkeypatch, capsys, caplog):
@@ -71,7 +85,7 @@ def test_train_model_with_mirrored_strategy(tmp_path, monkeypatch, capsys, caplo
     assert "saved model: " in out.out
     assert "MirroredStrategy: 1 replica(s) on 1 worker(s), this is worker 0 (chief); batch 8 " \
         "per replica, 8 global" in caplog.text
-    assert "learning rate 0.001: 0.001 per replica x 1 replicas" in caplog.text
+    assert "learning rate 0.001: 0.001 per replica x sqrt(1 replicas) (adam)" in caplog.text
     assert sorted(os.listdir(models / "LenetModel")) == ["1", "checkpoints", "logs"]
     loaded = tf.saved_model.load(str(models / "LenetModel" / "1"))
     assert loaded.signatures["serving_default"](

@@ -40,7 +40,7 @@ def test_two_workers_train_one_servable_version_written_by_the_chief(data, tmp_p
     chief_log, worker_log = (open(log).read() for _, log, _ in workers)
     assert "MultiWorkerMirroredStrategy: 2 replica(s) on 2 worker(s), this is worker 0 (chief); " \
         "batch 8 per replica, 16 global" in chief_log
-    assert "learning rate 0.002: 0.001 per replica x 2 replicas" in chief_log
+    assert "learning rate 0.00141421: 0.001 per replica x sqrt(2 replicas) (adam)" in chief_log
     assert "this is worker 1;" in worker_log
     assert "saved model: " in chief_log and "worker done: the chief saved the model" in worker_log
     # Trained together, evaluated on both workers' shares of the test set.

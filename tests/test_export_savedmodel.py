@@ -68,6 +68,18 @@ def test_an_existing_version_is_refused_without_overwrite(tmp_path):
         choose_version(tmp_path, -1)
 
 
+def test_with_a_litert_export_the_next_version_is_past_every_litert_file(tmp_path):
+    (tmp_path / "1").mkdir()
+    (tmp_path / "3.tflite").write_bytes(b"x")
+    (tmp_path / "4.labels.txt").write_text("a\n")
+    assert choose_version(tmp_path) == 2  # a SavedModel alone: folders only, as TF Serving
+    assert choose_version(tmp_path, litert=True) == 5
+    assert choose_version(tmp_path, 3) == 3
+    with pytest.raises(FileExistsError, match="version 4 exists at .*4.labels.txt"):
+        choose_version(tmp_path, 4, litert=True)
+    assert choose_version(tmp_path, 4, overwrite=True, litert=True) == 4
+
+
 def test_metadata_records_model_data_metrics_and_libraries(tmp_path, rng):
     write_sample_dataset(tmp_path / "data", num_classes=3, image_size=16, train_per_class=4,
                          test_per_class=2)

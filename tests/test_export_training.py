@@ -2,6 +2,7 @@
 matrix in TensorBoard, and augmentation that stays out of the served graph."""
 
 import time
+import warnings
 
 import pytest
 import tensorflow as tf
@@ -29,12 +30,20 @@ def train(sample_data, models, *flags):
 
 
 @pytest.fixture(scope="module")
-def models(sample_data, tmp_path_factory):
-    """Two runs into one folder: version 1 not augmented, version 2 augmented with a LiteRT file."""
+def runs(sample_data, tmp_path_factory):
+    """Two runs into one folder: version 1 not augmented, version 2 augmented with a LiteRT file;
+    and the warnings they gave."""
     models = tmp_path_factory.mktemp("models")
-    assert train(sample_data, models, "--augment", "none") == 0
-    assert train(sample_data, models, "--augment", "standard", "--export_litert") == 0
-    return models / "LenetModel"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train(sample_data, models, "--augment", "none") == 0
+        assert train(sample_data, models, "--augment", "standard", "--export_litert") == 0
+    return models / "LenetModel", [str(warning.message) for warning in caught]
+
+
+@pytest.fixture(scope="module")
+def models(runs):
+    return runs[0]
 
 
 def graph_ops(path):
@@ -103,3 +112,22 @@ def test_train_logs_the_test_confusion_matrix_to_tensorboard(models):
         for event in tf.compat.v1.train.summary_iterator(str(events)):
             tags |= {value.tag for value in event.summary.value}
     assert "confusion_matrix" in tags
+
+
+def test_a_litert_file_is_never_replaced_without_overwrite(sample_data, tmp_path, capsys):
+    run = tmp_path / "LenetModel"
+    run.mkdir()
+    (run / "1.tflite").write_bytes(b"a LiteRT file an app ships")
+    # Refused before any training, as an existing version folder is.
+    assert train(sample_data, tmp_path, "--model_version", "1", "--export_litert") == 2
+    assert capsys.readouterr().err == (
+        f"train_model.py: error: version 1 exists at {run / '1.tflite'}; pass overwrite=True "
+        "(--overwrite) to replace it, or leave the version out to write version 2\n"
+    )
+    assert not (run / "1").exists()
+    assert (run / "1.tflite").read_bytes() == b"a LiteRT file an app ships"
+
+
+def test_evaluation_after_training_gives_no_ran_out_of_data_warning(runs):
+    # Every imgclf data set has an unknown length; Keras' warning about it is noise.
+    assert not [message for message in runs[1] if "ran out of data" in message]

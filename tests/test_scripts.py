@@ -62,6 +62,35 @@ def test_eval_prints_accuracy_report_and_writes_json(trained, sample_data, tmp_p
     assert "confusion matrix (rows: true class, columns: predicted class)" in out
 
 
+def test_eval_on_a_tfrecord_test_set_equals_the_folder_and_checks_the_records_bytes(
+        trained, sample_data, tmp_path, capsys):
+    from imgclf.data import convert_folder
+
+    records = tmp_path / "records"
+    convert_folder(sample_data / "test", records, num_shards=2)
+    model = str(trained / "LenetModel" / "3")
+    assert eval_model.main(["--test_dataset_path", str(records), "--model_path", model,
+                            "--metrics_json", str(tmp_path / "records.json"),
+                            "--report", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "serving_bytes agrees with serving_default on 16/16 sample images" in out
+    assert {p.name for p in (tmp_path / "report").iterdir()} >= {"metrics.json", "misclassified.png"}
+    # The report's tiles come from the records themselves: record i is the image of file_paths[i].
+    from imgclf.evaluation import evaluate_saved_model
+
+    _, predictions = evaluate_saved_model(model, records, return_predictions=True)
+    assert predictions.encoded_images([0, 17, 5]) == [
+        (sample_data / "test" / predictions.file_paths[i]).read_bytes() for i in (0, 17, 5)]
+    assert eval_model.main(["--test_dataset_path", str(sample_data / "test"), "--model_path", model,
+                            "--metrics_json", str(tmp_path / "folder.json")]) == 0
+    from_records = json.loads((tmp_path / "records.json").read_text())
+    from_folder = json.loads((tmp_path / "folder.json").read_text())
+    assert from_records["num_images"] == 18
+    for key in ("accuracy", "class_names", "precision", "recall"):
+        assert from_records[key] == pytest.approx(from_folder[key]), key
+    assert np.array(from_records["confusion_matrix"]).sum(axis=1).tolist() == [6, 6, 6]
+
+
 def test_eval_refuses_test_classes_that_differ_from_the_model(trained, sample_data, tmp_path, capsys):
     shutil.copytree(sample_data / "test", tmp_path / "test")
     shutil.rmtree(tmp_path / "test" / "square")

@@ -1,13 +1,17 @@
 """Fine-tuning a pretrained backbone in two phases, as Keras' transfer-learning guide does."""
 
+import hashlib
+import json
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from imgclf import BackboneModel, MobileNetV2Model
+from imgclf import BackboneModel, MobileNetV2Model, info
 from imgclf.data import create_train_val_datasets
 from imgclf.data.sample_data import write_sample_dataset
+from imgclf.export import read_model_metadata
 from imgclf.training import TrainingConfig, build_model, plan_training, start_fine_tuning, train
 from imgclf.training import fit_phase
 
@@ -34,7 +38,7 @@ def weights_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sample_data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("data")
-    write_sample_dataset(folder, num_classes=2, image_size=32, train_per_class=10, test_per_class=3)
+    write_sample_dataset(folder, num_classes=2, image_size=32, train_per_class=16, test_per_class=3)
     return folder
 
 
@@ -97,6 +101,32 @@ def test_phase_1_keeps_the_backbone_and_its_batch_norm_phase_2_trains_all_but_ba
     assert changed == set(backbone) - batch_norm
 
 
+def test_phase_1_backbone_computes_what_it_serves_dropout_and_stochastic_depth_included(tmp_path, rng):
+    # EfficientNetV2B0 has 15 stochastic-depth Dropout layers (rates up to 0.19); Keras 3's fit
+    # passes training=True into the backbone, so a frozen backbone must still not drop.
+    keras.utils.set_random_seed(0)
+    keras.applications.EfficientNetV2B0(
+        include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg",
+    ).save_weights(tmp_path / "b0.weights.h5")
+    plan = plan_training("EfficientNetV2B0Model", TrainingConfig(
+        input_shape=(32, 32, 3), fine_tune_epochs=1,
+        model_kwargs={"weights": str(tmp_path / "b0.weights.h5"), "dropout": 0.0},
+    ))
+    model = build_model(plan, ["a", "b"], steps_per_epoch=1)
+    assert sum(isinstance(layer, keras.layers.Dropout) for layer in model.backbone.layers) == 15
+    pixels = rng.integers(0, 256, size=(4, 32, 32, 3)).astype(np.float32)
+    serving = model.backbone(pixels, training=False).numpy()
+    np.testing.assert_array_equal(model.backbone(pixels, training=True).numpy(), serving)
+    # The whole model as fit calls it (the head's dropout is 0 here): the same as serving.
+    np.testing.assert_array_equal(model(pixels, training=True).numpy(), model(pixels, training=False).numpy())
+    model.fit(pixels, np.array([0, 1, 0, 1]), batch_size=4, epochs=1, verbose=0)  # traces fine
+
+    # Phase 2 trains the backbone as Keras' guide does: its stochastic depth drops again.
+    start_fine_tuning(model, plan, steps_per_epoch=1)
+    assert not np.array_equal(model.backbone(pixels, training=True).numpy(),
+                              model.backbone(pixels, training=False).numpy())
+
+
 def test_unfreeze_top_layers_keeps_lower_layers_and_batch_norm_frozen(weights_file):
     model = MobileNetV2Model(input_shape=(32, 32, 3), num_classes=2, weights=weights_file, alpha=0.35)
     model.freeze_backbone()
@@ -134,17 +164,40 @@ def test_a_second_fit_after_backup_and_restore_runs_its_epochs(tmp_path, rng):
     assert len(second["loss"]) == 2
 
 
-def test_train_fine_tunes_a_user_backbone_in_two_phases_in_mixed_precision(sample_data, tmp_path):
+class PhaseRecorder(keras.callbacks.Callback):
+    """Per fit (phase): the learning rates of its steps and the weights it ended with (after
+    EarlyStopping, which runs first, restored the phase's best)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates, self.weights = [], []
+
+    def on_train_begin(self, logs=None):
+        self.rates.append([])
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates[-1].append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    def on_train_end(self, logs=None):
+        self.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+def test_train_fine_tunes_a_user_backbone_in_two_phases_in_mixed_precision(sample_data, tmp_path, capsys):
     make_tiny_backbone((32, 32, 3)).save_weights(tmp_path / "tiny.weights.h5")
+    recorder = PhaseRecorder()
     result = train(
         f"{__name__}:TinyBackboneModel", sample_data / "train", sample_data / "test",
         tmp_path / "models", input_shape=(32, 32, 3), batch_size=8, num_epochs=2, patience=2,
         fine_tune_epochs=2, model_kwargs={"weights": str(tmp_path / "tiny.weights.h5")},
         mixed_precision=True, optimizer="adamw", label_smoothing=0.1, class_weight="balanced",
-        verbose=0,
+        learning_rate=2e-3, split_ratio=0.5, verbose=0, callbacks=[recorder],
     )
     assert result.phase_epochs == [2, 2]
     assert len(result.history["val_accuracy"]) == 4
+    # Phase 2 runs at a tenth of phase 1's learning rate (both warm up, then decay: the peaks).
+    assert len(recorder.rates) == 2 and all(recorder.rates)
+    assert max(recorder.rates[0]) == pytest.approx(2e-3)
+    assert max(recorder.rates[1]) == pytest.approx(2e-4)
     # Phase 2 trained the backbone, except its batch normalisation.
     assert {v.path for v in result.model.backbone.trainable_weights} == {
         v.path for v in result.model.backbone.weights if "conv2d" in v.path
@@ -159,7 +212,34 @@ def test_train_fine_tunes_a_user_backbone_in_two_phases_in_mixed_precision(sampl
             if spec.dtype.is_floating:
                 assert spec.dtype == tf.float32, f"{name} {key} is {spec.dtype.name}"
     assert loaded.signatures["serving_default"].structured_outputs["output_0"].dtype == tf.float32
-    # The weights kept are those of the best epoch of either phase.
-    _, val_ds = create_train_val_datasets(sample_data / "train", (32, 32, 3), 8)
+    # The weights kept are those of the best epoch of either phase, phase 1's on a tie, decided
+    # on 16 validation images.
+    phase_1_best, phase_2_best = max(result.history["val_accuracy"][:2]), max(result.history["val_accuracy"][2:])
+    kept = recorder.weights[1] if phase_2_best > phase_1_best else recorder.weights[0]
+    assert not all(np.array_equal(a, b) for a, b in zip(*recorder.weights))  # phase 2 moved them
+    for final, expected in zip(result.model.get_weights(), kept):
+        np.testing.assert_array_equal(final, expected)
+    _, val_ds = create_train_val_datasets(sample_data / "train", (32, 32, 3), 8, split_ratio=0.5)
+    assert sum(int(labels.shape[0]) for _, labels in val_ds) == 16
     accuracy = result.model.evaluate(val_ds, return_dict=True, verbose=0)["accuracy"]
-    assert accuracy == pytest.approx(max(result.history["val_accuracy"]))
+    assert accuracy == pytest.approx(max(phase_1_best, phase_2_best))
+
+    # How it was made, as it ran (issue 12 §4): resolved flags, the weights file, the strategy.
+    metadata = read_model_metadata(run / "1")
+    digest = hashlib.sha256((tmp_path / "tiny.weights.h5").read_bytes()).hexdigest()
+    assert metadata["model_arguments"]["weights"] == {"file": "tiny.weights.h5", "sha256": digest}
+    flags = metadata["training"]["flags"]
+    assert (flags["learning_rate"], flags["fine_tune_learning_rate"]) == (2e-3, pytest.approx(2e-4))
+    assert (flags["schedule"], flags["fine_tune_epochs"], flags["augment"]) == ("cosine", 2, "light")
+    assert flags["model_type"] == f"{__name__}:TinyBackboneModel" and flags["model_version"] == 1
+    assert metadata["training"]["distribution"] == {
+        "strategy": "DefaultStrategy", "num_workers": 1, "num_replicas": 1,
+        "per_replica_batch_size": 8, "global_batch_size": 8, "learning_rate_scaling": "sqrt",
+        "learning_rate_scale": 1.0, "learning_rate": 2e-3, "fine_tune_learning_rate": pytest.approx(2e-4),
+    }
+    capsys.readouterr()
+    assert info.main([str(run), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)[0]["metadata"]
+    assert shown["training"]["distribution"]["strategy"] == "DefaultStrategy"
+    assert shown["model_arguments"]["weights"]["sha256"] == digest
+    assert shown["training"]["flags"]["learning_rate"] == 2e-3

@@ -7,6 +7,7 @@ import pytest
 
 import train_model
 from imgclf.data.sample_data import write_sample_dataset
+from imgclf.export import read_model_metadata
 from imgclf.training import TrainingConfig, plan_training, train
 from imgclf.training.losses import SparseCategoricalCrossentropy
 from imgclf.training.schedules import create_optimizer, learning_rate_schedule
@@ -99,6 +100,19 @@ def test_defaults_follow_the_model_class():
         (["--input_width", "16"],
          "give both --input_width and --input_height, or neither (the model's own size); "
          "received --input_width 16, --input_height None"),
+        (["--model_type", "MobileNetV2Model", "--weights", "none", "--unfreeze_layers", "5"],
+         "unfreeze_layers=5 applies to phase 2, which needs pretrained weights: with weights None "
+         "the backbone trains from the first epoch, in one phase"),
+        (["--model_type", "MobileNetV2Model", "--weights", "none", "--fine_tune_learning_rate", "1e-4"],
+         "fine_tune_learning_rate=0.0001 applies to phase 2, which needs pretrained weights: with "
+         "weights None the backbone trains from the first epoch, in one phase"),
+        (["--model_type", "MobileNetV2Model", "--fine_tune_epochs", "0", "--unfreeze_layers", "5"],
+         "unfreeze_layers=5 applies to phase 2, which fine_tune_epochs=0 skips"),
+        (["--model_type", "MobileNetV2Model", "--fine_tune_epochs", "0", "--fine_tune_learning_rate", "1e-4"],
+         "fine_tune_learning_rate=0.0001 applies to phase 2, which fine_tune_epochs=0 skips"),
+        (["--model_type", "LenetModel", "--fine_tune_learning_rate", "1e-4"],
+         "LenetModel has no pretrained backbone: fine_tune_learning_rate applies only to backbone "
+         "models (subclasses of BackboneModel)"),
         (["--label_smoothing", "1.5"], "label_smoothing must be in [0, 1); received 1.5"),
         (["--num_epochs", "0"], "num_epochs must be an integer of at least 1; received 0"),
     ],
@@ -114,10 +128,28 @@ def test_script_takes_every_training_flag(sample_data, tmp_path, capsys):
     status = train_model.main([
         "--train_dataset_path", str(sample_data / "train"), "--test_dataset_path", str(sample_data / "test"),
         "--model_folder_path", str(tmp_path), "--input_width", "16", "--input_height", "16",
-        "--batch_size", "8", "--num_epochs", "1", "--schedule", "cosine", "--optimizer", "adamw",
-        "--learning_rate", "0.002", "--label_smoothing", "0.1", "--class_weight", "balanced",
-        "--seed", "3", "--mixed_precision", "--jit_compile",
+        "--model_version", "4", "--batch_size", "8", "--num_epochs", "1", "--patience", "1",
+        "--schedule", "cosine", "--optimizer", "adamw", "--learning_rate", "0.002",
+        "--label_smoothing", "0.1", "--class_weight", "balanced", "--split_ratio", "0.75",
+        "--augment", "standard", "--seed", "3", "--mixed_precision", "--jit_compile",
+        "--cache", "memory", "--distribution", "none",
     ])
     assert status == 0
-    assert (tmp_path / "LenetModel" / "1" / "saved_model.pb").exists()
     assert "test accuracy: " in capsys.readouterr().out
+    # Each flag took effect: the run recorded what it ran with.
+    metadata = read_model_metadata(tmp_path / "LenetModel" / "4")
+    flags = metadata["training"]["flags"]
+    assert {key: flags[key] for key in (
+        "model_version", "batch_size", "num_epochs", "patience", "schedule", "optimizer",
+        "learning_rate", "label_smoothing", "class_weight", "split_ratio", "augment", "seed",
+        "mixed_precision", "jit_compile", "cache", "distribution", "input_shape", "fine_tune_epochs",
+    )} == {
+        "model_version": 4, "batch_size": 8, "num_epochs": 1, "patience": 1, "schedule": "cosine",
+        "optimizer": "adamw", "learning_rate": 0.002, "label_smoothing": 0.1,
+        "class_weight": "balanced", "split_ratio": 0.75, "augment": "standard", "seed": 3,
+        "mixed_precision": True, "jit_compile": True, "cache": "memory", "distribution": "none",
+        "input_shape": [16, 16, 3], "fine_tune_epochs": 0,
+    }
+    assert flags["fine_tune_learning_rate"] is None  # LeNet has no phase 2
+    assert metadata["training"]["distribution"]["learning_rate"] == 0.002  # one replica
+    assert metadata["model_arguments"]["input_shape"] == [16, 16, 3]

@@ -52,6 +52,9 @@ parser.add_argument("--unfreeze_layers", type=int, default=None,
                          "batch normalisation stays frozen")
 parser.add_argument("--learning_rate", type=float, default=None,
                     help="peak learning rate of phase 1; phase 2 uses a tenth (default: the model's, 1e-3)")
+parser.add_argument("--fine_tune_learning_rate", type=float, default=None,
+                    help="peak learning rate of phase 2 (default: a tenth of --learning_rate); "
+                         "only with a pretrained backbone and phase 2")
 parser.add_argument("--schedule", choices=["constant", "cosine"], default=None,
                     help="learning-rate schedule; cosine warms up linearly for an epoch "
                          "(default: cosine for backbones, constant for LeNet)")
@@ -95,7 +98,8 @@ def config_from_args(args):
         export_litert=args.export_litert, input_shape=input_shape, batch_size=args.batch_size,
         num_epochs=args.num_epochs, patience=args.patience,
         fine_tune_epochs=args.fine_tune_epochs, unfreeze_layers=args.unfreeze_layers,
-        learning_rate=args.learning_rate, schedule=args.schedule, optimizer=args.optimizer,
+        learning_rate=args.learning_rate, fine_tune_learning_rate=args.fine_tune_learning_rate,
+        schedule=args.schedule, optimizer=args.optimizer,
         label_smoothing=args.label_smoothing,
         class_weight=None if args.class_weight == "none" else args.class_weight,
         split_ratio=args.split_ratio, seed=args.seed, mixed_precision=args.mixed_precision,

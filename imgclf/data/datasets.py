@@ -40,3 +40,23 @@ def list_labels(path):
         layout = records.read_layout(path)
         return [label for name, label in zip(layout["files"], layout["labels"]) if name is not None]
     return folders.list_image_files(path)[1]
+
+
+def encoded_images(path, positions):
+    """The encoded bytes of the images at `positions` of a data set, counted in the order its
+    test set reads them: files of a folder, records of a TFRecord directory (shard by shard).
+    Positions past the end are left out.
+
+        >>> encoded_images("records/test", range(2))
+        [b'\\x89PNG...', b'\\xff\\xd8...']
+    """
+    positions = list(positions)
+    if is_tfrecord_dataset(os.fspath(path)):
+        return records.encoded_records(path, positions)
+    paths = folders.list_image_files(path)[0]
+    encoded = []
+    for position in positions:
+        if position < len(paths):
+            with open(paths[position], "rb") as file:
+                encoded.append(file.read())
+    return encoded

@@ -122,6 +122,26 @@ def create_test_dataset(directory, image_shape, batch_size, class_names=None, ca
                            "test", None, cache)
 
 
+def encoded_records(directory, positions):
+    """The encoded images of the records at `positions` of a TFRecord directory, counted in
+    shard order (the order of its test set); the shards are read once, up to the last one.
+    Positions past the end are left out."""
+    directory = os.fspath(directory)
+    wanted = {position: None for position in positions}
+    last = max(wanted, default=-1)
+    position = 0
+    for entry in read_layout(directory)["shards"]:
+        if position > last:
+            break
+        for record in tf.data.TFRecordDataset(os.path.join(directory, entry["file"])):
+            if position > last:
+                break
+            if position in wanted:
+                wanted[position] = tf.io.parse_single_example(record, _FEATURES)["image/encoded"].numpy()
+            position += 1
+    return [wanted[position] for position in positions if wanted[position] is not None]
+
+
 def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role,
                     shuffle_seed=None, cache=None):
     files, all_labels, class_names = layout["files"], layout["labels"], layout["class_names"]

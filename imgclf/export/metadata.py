@@ -8,11 +8,15 @@
 
 Every imgclf SavedModel has the model's own description (`model_metadata`: class, constructor
 arguments, input shape, class names, signatures, library versions, creation time). One written by
-training also has `training` (`training_metadata`: the flags, the data sets' class counts and a
-fingerprint of their file lists, the validation and test metrics). `python -m imgclf.info` lists
+training also has `training` (`run_metadata`: the flags with their defaults resolved, the
+strategy, replicas, global batch and scaled learning rates, the data sets' class counts and a
+fingerprint of their file lists, the validation and test metrics). A backbone's
+`model_arguments.weights` says where its starting weights came from: `"imagenet"`, a file
+(`{"file": name, "sha256": ...}`) or null (random). `python -m imgclf.info` lists
 the versions of a model with these.
 """
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -34,6 +38,9 @@ def model_metadata(model):
         key: value for key, value in model.get_config().items()
         if key not in ("name", "trainable", "class_names")
     }
+    if hasattr(model, "weights_source"):
+        # get_config says None (a reloaded model must not download); say where they came from.
+        arguments["weights"] = model.weights_source
     return {
         "model_class": type(model).__name__,
         "model_arguments": _jsonable(arguments),
@@ -45,23 +52,73 @@ def model_metadata(model):
     }
 
 
-def training_metadata(flags, datasets=None, validation_metrics=None, test_metrics=None):
+def training_metadata(flags, datasets=None, validation_metrics=None, test_metrics=None,
+                      distribution=None):
     """The `training` entry of a version's metadata: how it was trained and how well it did.
 
     Args:
         flags: the training arguments (`{"batch_size": 32, "augment": "light", ...}`).
         datasets: `{"train": folder, "test": folder}`: each is summarised by `dataset_summary`.
         validation_metrics, test_metrics: `{"accuracy": 0.98, "loss": 0.05}` of the saved weights.
+        distribution: how the run was spread over devices (`run_distribution`), if known.
     """
+    training = {
+        "flags": _jsonable(flags),
+        "datasets": {name: dataset_summary(folder) for name, folder in (datasets or {}).items()},
+        "validation_metrics": _floats(validation_metrics),
+        "test_metrics": _floats(test_metrics),
+    }
+    if distribution is not None:
+        training["distribution"] = _jsonable(distribution)
+    return {"training": training}
+
+
+def run_metadata(plan, strategy_plan, model_type, version, datasets=None,
+                 validation_metrics=None, test_metrics=None):
+    """The `training` entry of a version written by `imgclf.training.train`: what actually ran.
+
+    `flags` are the run's options with every default resolved (learning rates, schedule,
+    fine-tuning epochs, augmentation, input shape), learning rates per replica as they are given;
+    `distribution` (`run_distribution`) has the strategy, replicas, global batch and the learning
+    rates after scaling for the replicas.
+
+        >>> metadata = run_metadata(plan, run.plan, "LenetModel", 3, {"train": "data/train"})
+        >>> metadata["training"]["flags"]["learning_rate"], metadata["training"]["distribution"]
+        (0.001, {'strategy': 'DefaultStrategy', 'num_workers': 1, 'num_replicas': 1, ...})
+    """
+    learning_rate, fine_tune_learning_rate = plan.per_replica_learning_rates
+    flags = {
+        "model_type": model_type,
+        **dataclasses.asdict(plan.config),
+        "model_version": version,
+        "learning_rate": learning_rate,
+        # None when no phase 2 ran: the rate was never used.
+        "fine_tune_learning_rate": fine_tune_learning_rate if plan.fine_tune_epochs else None,
+        "schedule": plan.schedule,
+        "fine_tune_epochs": plan.fine_tune_epochs,
+    }
+    return training_metadata(
+        flags, datasets=datasets, validation_metrics=validation_metrics,
+        test_metrics=test_metrics, distribution=run_distribution(plan, strategy_plan),
+    )
+
+
+def run_distribution(plan, strategy_plan):
+    """How a run was spread: the strategy's name, workers, replicas, batch per replica and
+    global, and the learning rates the optimizers ran with (scaled for the replicas by the
+    optimizer's rule, `imgclf.training.strategies.LEARNING_RATE_SCALING`)."""
+    from imgclf.training.strategies import LEARNING_RATE_SCALING
+
     return {
-        "training": {
-            "flags": _jsonable(flags),
-            "datasets": {
-                name: dataset_summary(folder) for name, folder in (datasets or {}).items()
-            },
-            "validation_metrics": _floats(validation_metrics),
-            "test_metrics": _floats(test_metrics),
-        }
+        "strategy": strategy_plan.name,
+        "num_workers": strategy_plan.num_workers,
+        "num_replicas": strategy_plan.num_replicas,
+        "per_replica_batch_size": strategy_plan.per_replica_batch_size,
+        "global_batch_size": strategy_plan.global_batch_size,
+        "learning_rate_scaling": LEARNING_RATE_SCALING[plan.config.optimizer],
+        "learning_rate_scale": plan.learning_rate_scale,
+        "learning_rate": plan.learning_rate,
+        "fine_tune_learning_rate": plan.fine_tune_learning_rate if plan.fine_tune_epochs else None,
     }
 
 

@@ -21,6 +21,7 @@ A user's own backbone is a subclass that overrides `create_backbone`:
     ...                                           variance=[58.4**2, 57.1**2, 57.4**2])
 """
 
+import hashlib
 import os
 
 import keras
@@ -66,6 +67,7 @@ class BackboneModel(ImageClassifierModel):
         self._backbone_weights = _normalise_weights(weights)
         self._dropout = float(dropout)
         self._backbone_name = None
+        self._weights_sha256 = None
         super().__init__(input_shape=input_shape, num_classes=num_classes, **kwargs)
 
     @classmethod
@@ -105,6 +107,7 @@ class BackboneModel(ImageClassifierModel):
         weights = self._backbone_weights
         backbone = self.create_backbone(input_shape, "imagenet" if weights == "imagenet" else None)
         if weights not in (None, "imagenet"):
+            self._weights_sha256 = _sha256(weights)
             try:
                 backbone.load_weights(weights)
             except (ValueError, OSError, KeyError) as error:
@@ -133,10 +136,32 @@ class BackboneModel(ImageClassifierModel):
         """Whether the backbone was built with pretrained weights (ImageNet or a file)."""
         return self._backbone_weights is not None
 
+    @property
+    def weights_source(self):
+        """Where the backbone's starting weights came from, for the model's metadata:
+        `"imagenet"`, `{"file": "<name>", "sha256": "<hex>"}` (the file loaded) or None (random).
+        """
+        weights = self._backbone_weights
+        if weights in (None, "imagenet"):
+            return weights
+        return {"file": os.path.basename(weights), "sha256": self._weights_sha256}
+
     def freeze_backbone(self):
-        """Phase 1: the backbone does not train and its batch normalisation runs in inference
-        mode (a non-trainable `BatchNormalization` layer does, in Keras 3). Recompile after."""
-        self.backbone.trainable = False
+        """Phase 1: the backbone does not train and runs in inference mode, computing exactly
+        what it computes when serving: its batch normalisation uses the moving statistics and
+        its dropout and stochastic-depth layers (EfficientNetV2B0 has 15) do not drop, even under
+        `fit`. The head's own dropout still drops. Recompile after.
+
+            >>> model.freeze_backbone()
+            >>> np.array_equal(model.backbone(x, training=True), model.backbone(x, training=False))
+            True
+        """
+        backbone = self.backbone
+        backbone.trainable = False  # a non-trainable BatchNormalization runs in inference mode
+        # Dropout has no such rule, and Keras 3 passes fit's training=True down through every
+        # nested layer, overriding a training=False given when the model was built: so the
+        # backbone's own call is made to pass training=False to its layers.
+        _set_inference_only(backbone, True)
 
     def unfreeze_backbone(self, num_layers=None):
         """Phase 2: the backbone trains, all of it or its top `num_layers` layers, with every
@@ -152,6 +177,7 @@ class BackboneModel(ImageClassifierModel):
             )
         backbone = self.backbone
         backbone.trainable = True
+        _set_inference_only(backbone, False)
         layers = backbone.layers
         frozen = layers[: max(len(layers) - num_layers, 0)] if num_layers else []
         for layer in frozen:
@@ -164,6 +190,28 @@ class BackboneModel(ImageClassifierModel):
     def get_config(self):
         # The trained weights come back from the saved file: a reloaded model must not download.
         return {**super().get_config(), "weights": None, "dropout": self._dropout}
+
+
+def _set_inference_only(model, inference_only):
+    """Make `model`'s calls pass `training=False` to its layers whatever its caller says
+    (`inference_only`), or undo that. The override is this instance's own `call`."""
+    if not inference_only:
+        model.__dict__.pop("call", None)
+        return
+    call = type(model).call.__get__(model)
+
+    def call_in_inference_mode(*args, training=None, **kwargs):
+        return call(*args, training=False, **kwargs)
+
+    model.call = call_in_inference_mode
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _normalise_weights(weights):

@@ -10,6 +10,7 @@ image is read, so a usage error never waits for data.
 """
 
 import dataclasses
+import logging
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from imgclf.data.augmentation import AUGMENT_LEVELS
 from imgclf.models.backbone import BackboneModel
 from imgclf.models.registry import get_model_class
 from imgclf.training.schedules import OPTIMIZERS, SCHEDULES
+from imgclf.training.strategies import LEARNING_RATE_SCALING, learning_rate_scale
+
+logger = logging.getLogger("imgclf.training")
 
 #: Phase 2 trains with the phase-1 learning rate divided by this (Keras' guide: 1e-3 -> 1e-5).
 FINE_TUNE_LEARNING_RATE_DIVISOR = 10
@@ -37,8 +41,10 @@ class TrainingConfig:
         input_shape: `(height, width, 3)`; by default the model class's `default_input_shape`
             (LeNet 32 x 32, backbones 224 x 224).
         batch_size, num_epochs: images per step and replica; most epochs of phase 1. The
-            global batch is `batch_size` times the replicas of the strategy, and both learning
-            rates are multiplied by the number of replicas (the linear scaling rule).
+            global batch is `batch_size` times the N replicas of the strategy, and both learning
+            rates grow with N by the optimizer's rule (`scaled_learning_rates`): linearly for
+            SGD (N x, Goyal et al. 2017), by the square root for Adam and AdamW (sqrt(N) x,
+            Malladi et al. 2022). The rates given here are those of one replica.
         patience: epochs without a better validation accuracy before a phase stops; the best
             weights are restored.
         fine_tune_epochs: most epochs of phase 2 (backbone unfrozen). By default the model's
@@ -47,6 +53,9 @@ class TrainingConfig:
             Batch normalisation stays frozen either way.
         learning_rate: the peak learning rate of phase 1 (default: the model's
             `default_learning_rate`); phase 2 uses a tenth of it unless `fine_tune_learning_rate`.
+        fine_tune_learning_rate: the peak learning rate of phase 2; only for a pretrained
+            backbone with phase 2 (`fine_tune_epochs` not 0), like `unfreeze_layers`: given
+            where there is no phase 2, either is refused rather than ignored.
         schedule: "constant" or "cosine" (cosine decay after `warmup_epochs` of linear warm-up,
             per phase); default the model's `default_schedule` (cosine for backbones).
         optimizer: "adam", "adamw" or "sgd".
@@ -96,7 +105,12 @@ class TrainingConfig:
 
 @dataclasses.dataclass
 class TrainingPlan:
-    """A validated run: the model class, its arguments and the resolved defaults."""
+    """A validated run: the model class, its arguments and the resolved defaults.
+
+    `learning_rate` and `fine_tune_learning_rate` are those the optimizers run with: one
+    replica's until `scaled_learning_rates` multiplies them by `learning_rate_scale` for the
+    replicas of the strategy.
+    """
 
     model_class: type
     model_args: dict
@@ -105,6 +119,15 @@ class TrainingPlan:
     fine_tune_learning_rate: float
     schedule: str
     fine_tune_epochs: int
+    #: What the learning rates were multiplied by for the replicas (1: not scaled).
+    learning_rate_scale: float = 1
+    num_replicas: int = 1
+    #: `(learning_rate, fine_tune_learning_rate)` of one replica, as resolved before scaling.
+    per_replica_learning_rates: tuple = None
+
+    def __post_init__(self):
+        if self.per_replica_learning_rates is None:
+            self.per_replica_learning_rates = (self.learning_rate, self.fine_tune_learning_rate)
 
 
 def plan_training(model_type, config=None):
@@ -150,7 +173,7 @@ def plan_training(model_type, config=None):
     if augment not in AUGMENT_LEVELS:
         raise ValueError(f"augment must be one of {', '.join(AUGMENT_LEVELS)}; received {augment!r}")
     if not is_backbone:
-        for name in ("weights", "fine_tune_epochs", "unfreeze_layers"):
+        for name in ("weights", "fine_tune_epochs", "unfreeze_layers", "fine_tune_learning_rate"):
             value = model_kwargs.get(name) if name == "weights" else getattr(config, name)
             if value is not None and not (name == "fine_tune_epochs" and value == 0):
                 raise ValueError(
@@ -168,6 +191,18 @@ def plan_training(model_type, config=None):
             f"fine_tune_epochs={fine_tune_epochs} needs pretrained weights: with weights None the "
             "backbone trains from the first epoch"
         )
+    for name in ("unfreeze_layers", "fine_tune_learning_rate"):
+        # Options of phase 2 where there is none would be ignored: refuse them instead.
+        value = getattr(config, name)
+        if value is not None and not pretrained:
+            raise ValueError(
+                f"{name}={value} applies to phase 2, which needs pretrained weights: with "
+                "weights None the backbone trains from the first epoch, in one phase"
+            )
+        if value is not None and not fine_tune_epochs:
+            raise ValueError(
+                f"{name}={value} applies to phase 2, which fine_tune_epochs=0 skips"
+            )
     learning_rate = config.learning_rate or model_class.default_learning_rate
     return TrainingPlan(
         model_class=model_class,
@@ -180,6 +215,30 @@ def plan_training(model_type, config=None):
         schedule=schedule,
         fine_tune_epochs=fine_tune_epochs,
     )
+
+
+def scaled_learning_rates(plan, num_replicas):
+    """`plan` with both learning rates multiplied for `num_replicas` replicas by the rule of its
+    optimizer (`imgclf.training.strategies.learning_rate_scale`: linear for SGD, square root for
+    Adam and AdamW), and the rule logged.
+
+        >>> plan = plan_training("LenetModel", TrainingConfig(learning_rate=1e-3))
+        >>> scaled_learning_rates(plan, 4).learning_rate                 # Adam: sqrt(4) x
+        0.002
+    """
+    optimizer = plan.config.optimizer
+    scale = learning_rate_scale(optimizer, num_replicas)
+    scaled = dataclasses.replace(
+        plan, learning_rate=plan.learning_rate * scale,
+        fine_tune_learning_rate=plan.fine_tune_learning_rate * scale,
+        learning_rate_scale=scale, num_replicas=num_replicas,
+    )
+    factor = f"{num_replicas} replicas"
+    if LEARNING_RATE_SCALING[optimizer] != "linear":
+        factor = f"sqrt({factor})"
+    logger.info("learning rate %g: %g per replica x %s (%s)", scaled.learning_rate,
+                plan.learning_rate, factor, optimizer)
+    return scaled
 
 
 def with_options(config, options):

@@ -8,9 +8,9 @@ process the folder it writes to: the chief writes into `<model_folder_path>/<Cla
 files into a temporary folder, removed when the run ends, successful or not.
 
     >>> run = DistributedRun.start("models/LenetModel", distribution="auto", batch_size=32,
-    ...                            learning_rate=1e-3, restart=False)
+    ...                            restart=False)
     >>> with run.strategy.scope():
-    ...     model = LenetModel(...); compile_model(model, run.plan.learning_rate)
+    ...     model = LenetModel(...); compile_model(model, 1e-3)
     >>> context = file_shard_context(run.plan, "records/train")  # TFRecord: this worker's files
     >>> train_ds, val_ds = create_train_val_datasets(..., input_context=context)
     >>> train_ds = shard_across_workers(train_ds, sharded=context is not None)
@@ -41,7 +41,7 @@ class DistributedRun:
     """This process's view of a training run.
 
     Attributes:
-        plan: the `StrategyPlan` (strategy, replicas, role, global batch, scaled learning rate).
+        plan: the `StrategyPlan` (strategy, replicas, role, global batch).
         run_folder: `<model_folder_path>/<ClassName>`, the chief's output folder.
         output_folder: where this process writes: `run_folder` on the chief, a temporary folder
             on the other workers.
@@ -54,11 +54,10 @@ class DistributedRun:
     backup: RunBackup
 
     @classmethod
-    def start(cls, run_folder, distribution="auto", batch_size=32, learning_rate=None,
-              restart=False):
+    def start(cls, run_folder, distribution="auto", batch_size=32, restart=False):
         """Create the strategy (first: it must precede other TensorFlow work) and the folders."""
         strategy = create_strategy(distribution)
-        plan = describe_strategy(strategy, batch_size, learning_rate)
+        plan = describe_strategy(strategy, batch_size)
         logger.info("distribution: %s", plan.summary())
         run_folder = os.fspath(run_folder)
         if plan.is_chief:

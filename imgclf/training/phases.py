@@ -1,8 +1,9 @@
 """The two phases of a training run, as Keras' transfer-learning guide runs them.
 
 `build_model` builds the model and compiles it for phase 1, with a pretrained backbone frozen
-(`trainable = False`: its batch normalisation stays in inference mode, which
-`backbone(x, training=False)` alone does not ensure under Keras 3's `fit`). `start_fine_tuning`
+(`BackboneModel.freeze_backbone`: not trainable, and in inference mode, its batch normalisation
+on the moving statistics and its dropout and stochastic depth off, which
+`backbone(x, training=False)` at build time alone does not ensure under Keras 3's `fit`). `start_fine_tuning`
 begins phase 2: the backbone (or its top layers) unfrozen, batch normalisation still frozen, a
 new optimizer at a tenth of the learning rate. `fit_phase` runs one phase.
 
@@ -52,7 +53,8 @@ def mixed_precision_policy():
 def build_model(plan, class_names, steps_per_epoch):
     """Build the model for `class_names` and compile it for phase 1.
 
-    A pretrained backbone is frozen for phase 1 (the head trains alone).
+    A pretrained backbone is frozen for phase 1 (the head trains alone, on the features the
+    backbone computes when serving).
     """
     with model_building_scope(plan.config):
         model = plan.model_class(

@@ -2,9 +2,11 @@
 
     >>> from imgclf.training.strategies import create_strategy, describe_strategy
     >>> strategy = create_strategy("auto")
-    >>> plan = describe_strategy(strategy, batch_size=32, learning_rate=1e-3)
-    >>> plan.global_batch_size, plan.learning_rate, plan.is_chief
-    (32, 0.001, True)
+    >>> plan = describe_strategy(strategy, batch_size=32)
+    >>> plan.global_batch_size, plan.is_chief
+    (32, True)
+    >>> learning_rate_scale("adam", 4), learning_rate_scale("sgd", 4)
+    (2.0, 4)
 
 `"auto"` picks `MultiWorkerMirroredStrategy` when `TF_CONFIG` names a cluster (Kubeflow's TFJob
 and `python -m imgclf.cli.cluster` set it), `MirroredStrategy` when more than one GPU is
@@ -12,14 +14,25 @@ visible, and TensorFlow's default strategy otherwise; `"none"`, `"mirrored"` and
 `"multi_worker"` choose one outright.
 
 The batch size users give is per replica (per GPU, or per worker on CPUs): the global batch is
-`batch_size * num_replicas_in_sync`. The learning rate is scaled linearly with the global batch
-(Goyal et al., "Accurate, Large Minibatch SGD", 2017): with N replicas each step averages N
-times more images, so it takes an N times larger step. Both are logged when training starts.
+`batch_size * num_replicas_in_sync`. The learning rate grows with the global batch by a rule
+that depends on the optimizer (`LEARNING_RATE_SCALING`, `learning_rate_scale`):
+
+- SGD: linear, `N x` with N replicas (Goyal et al., "Accurate, Large Minibatch SGD: Training
+  ImageNet in 1 Hour", 2017): each step averages N times more images, so it takes an N times
+  larger step.
+- Adam and AdamW: square root, `sqrt(N) x` (Malladi et al., "On the SDEs and Scaling Rules for
+  Adaptive Gradient Algorithms", NeurIPS 2022; Hoffer et al., "Train longer, generalize better",
+  2017). An adaptive step is normalised by the gradient's own scale, so N times more images per
+  step shrink its noise by sqrt(N), not its size: linear scaling would multiply Adam's rate by 8
+  on 8 GPUs and diverge.
+
+Both the global batch and the scaled rate are logged when training starts.
 """
 
 import dataclasses
 import json
 import logging
+import math
 import os
 
 import tensorflow as tf
@@ -90,7 +103,6 @@ class StrategyPlan:
         task_type, task_index: this process's role in TF_CONFIG (`"worker"`, 0 when alone).
         is_chief: whether this process writes the results (the chief, or worker 0 without one).
         per_replica_batch_size, global_batch_size: images per replica and per step.
-        learning_rate: the base learning rate times `num_replicas` (None when no base was given).
     """
 
     strategy: tf.distribute.Strategy
@@ -101,26 +113,27 @@ class StrategyPlan:
     is_chief: bool
     per_replica_batch_size: int
     global_batch_size: int
-    learning_rate: float | None
+
+    @property
+    def name(self):
+        """The strategy's public name: `"MirroredStrategy"`, `"MultiWorkerMirroredStrategy"`,
+        or `"DefaultStrategy"` (TensorFlow's default, one device)."""
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return "MultiWorkerMirroredStrategy"  # its class is CollectiveAllReduceStrategy
+        name = type(self.strategy).__name__
+        return "DefaultStrategy" if name == "_DefaultDistributionStrategy" else name
 
     def summary(self):
         """One line for the log."""
-        name = type(self.strategy).__name__
-        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            name = "MultiWorkerMirroredStrategy"  # its class is CollectiveAllReduceStrategy
         return (
-            f"{name}: {self.num_replicas} replica(s) on {self.num_workers} worker(s), this is "
+            f"{self.name}: {self.num_replicas} replica(s) on {self.num_workers} worker(s), this is "
             f"{self.task_type} {self.task_index}{' (chief)' if self.is_chief else ''}; batch "
             f"{self.per_replica_batch_size} per replica, {self.global_batch_size} global"
         )
 
 
-def describe_strategy(strategy, batch_size, learning_rate=None):
-    """The `StrategyPlan` of `strategy` for `batch_size` per replica and a base `learning_rate`.
-
-    The learning rate is scaled by the number of replicas; `None` stays `None` (the caller then
-    scales the model's own default with `scale_learning_rate`).
-    """
+def describe_strategy(strategy, batch_size):
+    """The `StrategyPlan` of `strategy` for `batch_size` images per replica."""
     num_replicas = strategy.num_replicas_in_sync
     task_type, task_index = task_of(strategy)
     return StrategyPlan(
@@ -132,13 +145,27 @@ def describe_strategy(strategy, batch_size, learning_rate=None):
         is_chief=is_chief(task_type, task_index),
         per_replica_batch_size=batch_size,
         global_batch_size=batch_size * num_replicas,
-        learning_rate=scale_learning_rate(learning_rate, num_replicas),
     )
 
 
-def scale_learning_rate(learning_rate, num_replicas):
-    """`learning_rate * num_replicas` (the linear scaling rule); None stays None."""
-    return None if learning_rate is None else learning_rate * num_replicas
+#: How each optimizer's learning rate follows the number of replicas (see the module docstring).
+LEARNING_RATE_SCALING = {"sgd": "linear", "adam": "sqrt", "adamw": "sqrt"}
+
+
+def learning_rate_scale(optimizer, num_replicas):
+    """The factor a single-replica learning rate of `optimizer` is multiplied by on
+    `num_replicas` replicas: `num_replicas` for SGD, `sqrt(num_replicas)` for Adam and AdamW.
+
+        >>> learning_rate_scale("sgd", 8), learning_rate_scale("adamw", 4)
+        (8, 2.0)
+    """
+    if optimizer not in LEARNING_RATE_SCALING:
+        raise ValueError(
+            f"optimizer must be one of {', '.join(LEARNING_RATE_SCALING)}; received {optimizer!r}"
+        )
+    if LEARNING_RATE_SCALING[optimizer] == "linear":
+        return num_replicas
+    return math.sqrt(num_replicas)
 
 
 def task_of(strategy):

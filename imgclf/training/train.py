@@ -34,10 +34,10 @@ import numpy as np
 from imgclf.data import create_test_dataset, create_train_val_datasets, first_pass_errors, list_labels
 from imgclf.data.augmentation import augment_dataset
 from imgclf.data.pipeline import keep_attributes
-from imgclf.export.metadata import training_metadata
+from imgclf.export.metadata import run_metadata
 from imgclf.export.versions import choose_version
 from imgclf.training.callbacks import ModelCheckpoint
-from imgclf.training.config import plan_training, with_options
+from imgclf.training.config import plan_training, scaled_learning_rates, with_options
 from imgclf.training.distributed import DistributedRun, file_shard_context, shard_across_workers
 from imgclf.training.phases import MONITOR, best_of, build_model, fit_phase, start_fine_tuning
 
@@ -92,19 +92,14 @@ def train(model_type, train_dataset_path, test_dataset_path, model_folder_path, 
 
 
 def _train_in(run, plan, model_type, train_dataset_path, test_dataset_path, verbose, callbacks):
-    replicas = run.plan.num_replicas
-    plan = dataclasses.replace(
-        plan, learning_rate=plan.learning_rate * replicas,
-        fine_tune_learning_rate=plan.fine_tune_learning_rate * replicas,
-    )
-    logger.info("learning rate %g: %g per replica x %d replicas", plan.learning_rate,
-                plan.learning_rate / replicas, replicas)
+    plan = scaled_learning_rates(plan, run.plan.num_replicas)
     config = plan.config
     # Chosen once: a restarted run writes the version the interrupted one chose, even if it had
     # already written it (killed before removing its backup).
     resumed = run.backup.exists
     version = run.backup.remember(
-        "version", lambda: choose_version(run.run_folder, config.model_version, config.overwrite)
+        "version", lambda: choose_version(run.run_folder, config.model_version, config.overwrite,
+                                          litert=config.export_litert)
     )
     keras.utils.set_random_seed(config.seed)
     input_shape = plan.model_args["input_shape"]
@@ -179,11 +174,11 @@ def _train_in(run, plan, model_type, train_dataset_path, test_dataset_path, verb
             for variable, value in phase_1_weights:
                 variable.assign(value)
 
-    validation_metrics = model.evaluate(val_ds, return_dict=True, verbose=verbose)
-    with first_pass_errors(test_ds):
+    with first_pass_errors(val_ds, test_ds):
+        validation_metrics = model.evaluate(val_ds, return_dict=True, verbose=verbose)
         test_metrics = model.evaluate(test_ds, return_dict=True, verbose=verbose)
-    metadata = training_metadata(
-        {"model_type": model_type, **dataclasses.asdict(config), "model_version": version},
+    metadata = run_metadata(
+        plan, run.plan, model_type, version,
         datasets={"train": train_dataset_path, "test": test_dataset_path},
         validation_metrics=validation_metrics, test_metrics=test_metrics,
     )
@@ -193,7 +188,8 @@ def _train_in(run, plan, model_type, train_dataset_path, test_dataset_path, verb
     )
     litert_path = None
     if config.export_litert:
-        litert_path = model.save(os.path.join(run_folder, f"{version}.tflite"))
+        litert_path = model.save(os.path.join(run_folder, f"{version}.tflite"),
+                                 overwrite=config.overwrite or resumed)
     # A resumed run may have skipped a finished phase: its history is empty.
     keys = dict.fromkeys(key for h in histories for key in h)
     merged = {key: [v for h in histories for v in h.get(key, [])] for key in keys}
