@@ -48,6 +48,47 @@ def test_verdicts_are_remembered_and_a_changed_file_is_checked_again(tmp_path, c
     assert caplog.messages == []
 
 
+def remembered(folder):
+    path = folder / VERDICTS_FILE
+    return sorted(json.loads(path.read_text())["unreadable"]) if path.exists() else []
+
+
+def test_a_file_that_could_not_be_read_is_tried_again_and_only_bytes_are_remembered(tmp_path,
+                                                                                     caplog):
+    write_dataset(tmp_path, {"a": 3, "b": 2})
+    (tmp_path / "b" / "zz.png").write_bytes(b"")  # its bytes are not an image: remembered
+    gone = tmp_path / "a" / "01.png"
+    dataset = create_test_dataset(tmp_path, (16, 16), 8)
+    pixels = gone.read_bytes()
+    gone.unlink()
+    gone.mkdir()  # listed as a file, unreadable while the pass reads it (IsADirectoryError)
+    with caplog.at_level(logging.WARNING, logger="imgclf.data"):
+        assert pixel_levels(dataset) == [0, 2, 10, 11]
+    assert f"skipping unreadable image '{gone}': could not be read: Is a directory" in (
+        caplog.messages)
+    assert remembered(tmp_path) == ["b/zz.png"]
+
+    gone.rmdir()
+    gone.write_bytes(pixels)
+    assert pixel_levels(create_test_dataset(tmp_path, (16, 16), 8)) == [0, 1, 2, 10, 11]
+
+
+def test_a_file_that_decodes_when_explained_is_not_remembered(tmp_path, caplog):
+    """A pass that lost a file (a read that failed, then worked) names it and leaves it out of
+    that pass only: the next data set decodes it again."""
+    write_dataset(tmp_path, {"a": 2, "b": 2})
+    check = create_test_dataset(tmp_path, (16, 16), 8).first_pass_check
+    check.mark([0, 2, 3])  # the pass delivered all but the file a/01.png
+    with caplog.at_level(logging.WARNING, logger="imgclf.data"):
+        check.finish()
+    assert caplog.messages == [
+        f"skipping unreadable image '{tmp_path / 'a' / '01.png'}': could not be read "
+        "(it decodes now; did it change while being read?)"
+    ]
+    assert remembered(tmp_path) == []
+    assert pixel_levels(create_test_dataset(tmp_path, (16, 16), 8)) == [0, 1, 10, 11]
+
+
 def _overwrite_keeping_size_and_time(path, colour):
     """Change a PNG's pixels without changing its size or modification time (so that only a
     cache can still give the old pixels)."""
