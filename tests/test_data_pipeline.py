@@ -166,3 +166,23 @@ def test_input_context_shards_the_training_files(tmp_path):
     assert sorted(parts[0].file_paths + parts[1].file_paths) == sorted(full.file_paths)
     assert not set(parts[0].file_paths) & set(parts[1].file_paths)
     assert sorted(pixel_levels(parts[0]) + pixel_levels(parts[1])) == sorted(pixel_levels(full))
+
+
+def test_only_the_writer_writes_verdicts_and_cache_files(tmp_path, caplog):
+    """In a multi-worker run every worker but the chief passes writer=False: it names bad files
+    and caches, but writes nothing into the folders the workers share."""
+    data = write_dataset(tmp_path / "data", {"a": 4, "b": 4})
+    (data / "a" / "zz.png").write_bytes(b"")
+    cache = tmp_path / "cache"
+    with caplog.at_level(logging.WARNING, logger="imgclf.data"):
+        worker = create_train_val_datasets(data, (16, 16), 4, cache=cache, writer=False)
+        worker_test = create_test_dataset(data, (16, 16), 4, cache=cache, writer=False)
+        levels = [sorted(pixel_levels(d)) for d in (*worker, worker_test) for _ in range(2)]
+    assert levels[4] == levels[5] == [0, 1, 2, 3, 10, 11, 12, 13]
+    assert caplog.messages == [f"skipping unreadable image '{data / 'a' / 'zz.png'}': "
+                               "Input is empty."] * 2  # by its side of the split, by the test set
+    assert not (data / VERDICTS_FILE).exists() and not cache.exists()
+
+    chief = create_train_val_datasets(data, (16, 16), 4, cache=cache)
+    assert sorted(pixel_levels(chief[0]) + pixel_levels(chief[1])) == levels[4]
+    assert remembered(data) == ["a/zz.png"] and len(os.listdir(cache)) >= 2
