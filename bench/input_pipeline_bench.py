@@ -289,7 +289,7 @@ def main(argv=None):
         f"{num_train} images in the training split, the files every rate is measured on. "
         f"{args.rounds} rounds, each measuring everything once in a rotated order; medians. "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, SHARED with other jobs "
-        f"(load average {load[0]:.1f} at the end): the ratios to raw pair measurements of the "
+        f"(load average {load[0]:.1f} at the end): the ratios pair measurements of the "
         f"same round; absolute rates swing with the load. Rates per CPU second (this process's "
         f"threads) depend least on the other jobs. TFRecord: {len(layout['shards'])} "
         f"shards, converted in {convert_seconds:.1f} s. Ratios are to Keras' loader in the same "
