@@ -1,4 +1,4 @@
-"""Input pipeline benchmark: imgclf's data sets against the raw decoding rate of the same files.
+"""Input pipeline benchmark: imgclf's data sets against Keras' loader and plain TensorFlow.
 
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python bench/input_pipeline_bench.py \
         --num_images 3000 --rounds 5 --results bench/RESULTS.md
@@ -6,10 +6,14 @@
 Generates `--num_images` training JPEGs (and a test set a quarter as large) of random sizes
 between 224 and 500 px with Pillow into `--data` (not committed), then measures side by side,
 in one process, on the same files and cores, `--rounds` times in a rotated order (every rate is
-also given as a ratio to the raw rate of the same round, which holds on a shared machine):
+also given as a ratio to Keras' loader in the same round, which holds on a shared machine):
 
-- raw: `imgclf.images.decode_image` of every file in a parallel `tf.data` map, nothing else
-  (the ceiling of any pipeline that decodes JPEGs with TensorFlow);
+- `keras.utils.image_dataset_from_directory` on the same files (its own training split): what
+  a user would pick instead, and the rate to keep up with;
+- plain TensorFlow: `tf.io.read_file` + `tf.io.decode_image` + `tf.image.resize` of the
+  training files in a parallel `tf.data` map, batched and prefetched (Keras' chain without its
+  shuffle);
+- raw: `imgclf.images.decode_image` (with its header checks) of the same files in the same map;
 - the imgclf training set (`create_train_val_datasets`): its first epoch (which also finds bad
   files) and a later one, in images/s and as a fraction of raw;
 - the time before the first training step: making the training, validation and test sets and
@@ -17,8 +21,8 @@ also given as a ratio to the raw rate of the same round, which holds on a shared
   (`folders.py` at `--baseline_ref`, loaded from git: by default 2409509, the last commit whose
   loader decoded every file once before training), as a fraction of one epoch's raw decoding time;
 - `cache="memory"`: the first (filling) and a cached epoch;
-- the same data converted to TFRecord shards (`imgclf.data.tfrecord`);
-- `keras.utils.image_dataset_from_directory` on the same files (its own training split).
+- the same data converted to TFRecord shards (`imgclf.data.tfrecord`), also as a ratio to the
+  folder's later epoch in the same round.
 
 All rates are training images per second over one epoch of `--batch_size` batches.
 """
@@ -131,14 +135,19 @@ def run(args, main_folders):
 
     forget_verdicts(args.data)
     train_files = create_train_val_datasets(train_dir, size, args.batch_size)[0].file_paths
-    raw_ds = (
-        tf.data.Dataset.from_tensor_slices(train_files)
-        .map(lambda p: (decode_image(tf.io.read_file(p), size), 0),
-             num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(args.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    def parallel_map(load):
+        return (
+            tf.data.Dataset.from_tensor_slices(train_files)
+            .map(lambda p: (load(p), 0), num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(args.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+    raw_ds = parallel_map(lambda p: decode_image(tf.io.read_file(p), size))
     warm = {
+        # What a user writes with TensorFlow alone: no header checks, no bookkeeping.
+        "plain tf": parallel_map(lambda p: tf.image.resize(
+            tf.io.decode_image(tf.io.read_file(p), channels=3, expand_animations=False), size)),
         "imgclf": create_train_val_datasets(train_dir, size, args.batch_size)[0],
         "cache=memory": create_train_val_datasets(train_dir, size, args.batch_size,
                                                   cache="memory")[0],
@@ -223,25 +232,34 @@ def main(argv=None):
 
     raw_wall = [wall for wall, _ in values["raw"]]
     raw_cpu = [cpu for _, cpu in values["raw"]]
-    lines = [f"| raw decode_image + resize (parallel tf.data map) | {median(raw_wall):.0f} | "
-             f"{median(raw_cpu):.0f} | 1.00 | 1.00 |"]
+    keras_key = "keras image_dataset_from_directory"
+    keras_wall = [wall for wall, _ in values[keras_key]]
+    keras_cpu = [cpu for _, cpu in values[keras_key]]
     labels = {
+        keras_key: "keras image_dataset_from_directory",
+        "plain tf": "plain TF: read_file + tf.io.decode_image + resize (parallel map)",
+        "raw": "imgclf decode_image alone (parallel map)",
         "imgclf 1st epoch": "imgclf training set, 1st epoch (finds bad files)",
         "imgclf": "imgclf training set, later epoch",
         "cache=memory": "imgclf cache=memory, cached epoch",
         "tfrecord": "imgclf from TFRecord (8 shards), later epoch",
-        "keras image_dataset_from_directory": "keras image_dataset_from_directory",
     }
+    lines = []
     for key, label in labels.items():
-        # Each round's rate over the raw rate of the same round: the load on a shared machine
+        # Each round's rate over Keras' rate of the same round: the load on a shared machine
         # changes between rounds more than between neighbouring measurements.
-        wall = [w / r for (w, _), r in zip(values[key], raw_wall)]
-        cpu = [c / r for (_, c), r in zip(values[key], raw_cpu)]
+        wall = [w / k for (w, _), k in zip(values[key], keras_wall)]
+        cpu = [c / k for (_, c), k in zip(values[key], keras_cpu)]
         lines.append(
             f"| {label} | {median([w for w, _ in values[key]]):.0f} | "
             f"{median([c for _, c in values[key]]):.0f} | {median(wall):.2f} ({listed(wall)}) | "
             f"{median(cpu):.2f} ({listed(cpu)}) |"
         )
+    tfrecord_wall = [t / f for (t, _), (f, _) in zip(values["tfrecord"], values["imgclf"])]
+    tfrecord_cpu = [t / f for (_, t), (_, f) in zip(values["tfrecord"], values["imgclf"])]
+    lines.append(f"| TFRecord over the folder, later epoch, same round | | | "
+                 f"{median(tfrecord_wall):.2f} ({listed(tfrecord_wall)}) | "
+                 f"{median(tfrecord_cpu):.2f} ({listed(tfrecord_cpu)}) |")
     for key, label in (("main start s", f"before ({args.baseline_ref}, decode pre-pass)"), ("imgclf start s", "imgclf")):
         # One epoch's raw decoding: the training split at the raw rate of the same round.
         wall = [w / (num_train / r) for (w, _), r in zip(values[key], raw_wall)]
@@ -271,12 +289,14 @@ def main(argv=None):
         f"{num_train} images in the training split, the files every rate is measured on. "
         f"{args.rounds} rounds, each measuring everything once in a rotated order; medians. "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, SHARED with other jobs "
-        f"(load average {load[0]:.1f} at the end): the ratios to raw pair measurements of the "
+        f"(load average {load[0]:.1f} at the end): the ratios pair measurements of the "
         f"same round; absolute rates swing with the load. Rates per CPU second (this process's "
         f"threads) depend least on the other jobs. TFRecord: {len(layout['shards'])} "
-        f"shards, converted in {convert_seconds:.1f} s.",
+        f"shards, converted in {convert_seconds:.1f} s. Ratios are to Keras' loader in the same "
+        f"round (its rate is {median(keras_wall):.0f} images/s, {median(keras_cpu):.0f} per CPU s); "
+        f"time to first batch is in epochs of imgclf's decode_image alone.",
         "",
-        "| pipeline | images/s (wall) | images per CPU s | wall, x raw (rounds) | CPU, x raw (rounds) |",
+        "| pipeline | images/s (wall) | images per CPU s | wall, x Keras (rounds) | CPU, x Keras (rounds) |",
         "|---|---|---|---|---|",
         *lines,
         "",

@@ -78,7 +78,11 @@ def _padded_header(image_bytes, length=32):
 
 
 def _is_webp(image_bytes):
-    padded = _padded_header(image_bytes, 16)
+    return _is_webp_header(_padded_header(image_bytes, 16))
+
+
+def _is_webp_header(padded):
+    """`_is_webp` from the bytes' `_padded_header` (of 16 bytes or more)."""
     return tf.logical_and(tf.equal(tf.strings.substr(padded, 0, 4), b"RIFF"),
                           tf.equal(tf.strings.substr(padded, 8, 4), b"WEBP"))
 
@@ -91,9 +95,14 @@ def is_animated_webp(image_bytes):
     decoding.
     """
     padded = _padded_header(image_bytes)
+    return _is_animated_webp_header(padded, _is_webp_header(padded))
+
+
+def _is_animated_webp_header(padded, is_webp):
+    """`is_animated_webp` from the bytes' 32-byte `_padded_header` and `_is_webp`."""
     flags = tf.io.decode_raw(tf.strings.substr(padded, 20, 1), tf.uint8)[0]
     return tf.logical_and(
-        tf.logical_and(_is_webp(image_bytes), tf.equal(tf.strings.substr(padded, 12, 4), b"VP8X")),
+        tf.logical_and(is_webp, tf.equal(tf.strings.substr(padded, 12, 4), b"VP8X")),
         tf.not_equal(tf.bitwise.bitwise_and(flags, 2), 0),
     )
 
@@ -107,28 +116,30 @@ def gif_frames_bound(image_bytes):
     (compressed data could imitate one, by chance about once in 10^9 positions). Counted in one
     vectorised pass: walking the blocks one by one would be a cost an attacker could inflate.
     """
-    def count():
-        length = tf.strings.length(image_bytes)
-        padded = tf.io.decode_raw(tf.strings.join([image_bytes, tf.constant(b"\0" * 12)]), tf.uint8)
-        padded = tf.cast(padded, tf.int32)
-
-        def at(offset):  # byte `offset` after each position of the file (0 past its end)
-            return padded[offset:offset + length - 1]
-
-        def word(offset):
-            return at(offset) + at(offset + 1) * 256
-
-        screen_width = padded[6] + padded[7] * 256
-        screen_height = padded[8] + padded[9] * 256
-        left, top, width, height, flags, code_size = word(2), word(4), word(6), word(8), at(10), at(11)
-        descriptor = (tf.equal(at(0), 0) & tf.equal(at(1), 0x2C) & (width > 0) & (height > 0)
-                      & (left + width <= screen_width) & (top + height <= screen_height)
-                      & ((tf.bitwise.bitwise_and(flags, 0x80) > 0)
-                         | ((code_size >= 2) & (code_size <= 8))))
-        return 1 + tf.reduce_sum(tf.cast(descriptor, tf.int64))
-
     is_gif = tf.equal(tf.strings.substr(image_bytes, 0, 3), b"GIF")
-    return tf.cond(is_gif, count, lambda: tf.constant(0, dtype=tf.int64))
+    return tf.cond(is_gif, lambda: _gif_frames(image_bytes), lambda: tf.constant(0, dtype=tf.int64))
+
+
+def _gif_frames(image_bytes):
+    """`gif_frames_bound` of bytes known to be a GIF."""
+    length = tf.strings.length(image_bytes)
+    padded = tf.io.decode_raw(tf.strings.join([image_bytes, tf.constant(b"\0" * 12)]), tf.uint8)
+    padded = tf.cast(padded, tf.int32)
+
+    def at(offset):  # byte `offset` after each position of the file (0 past its end)
+        return padded[offset:offset + length - 1]
+
+    def word(offset):
+        return at(offset) + at(offset + 1) * 256
+
+    screen_width = padded[6] + padded[7] * 256
+    screen_height = padded[8] + padded[9] * 256
+    left, top, width, height, flags, code_size = word(2), word(4), word(6), word(8), at(10), at(11)
+    descriptor = (tf.equal(at(0), 0) & tf.equal(at(1), 0x2C) & (width > 0) & (height > 0)
+                  & (left + width <= screen_width) & (top + height <= screen_height)
+                  & ((tf.bitwise.bitwise_and(flags, 0x80) > 0)
+                     | ((code_size >= 2) & (code_size <= 8))))
+    return 1 + tf.reduce_sum(tf.cast(descriptor, tf.int64))
 
 
 def declared_pixels(image_bytes):
@@ -140,9 +151,16 @@ def declared_pixels(image_bytes):
         >>> declared_pixels(tf.constant(webp_bytes)).numpy()   # a 7000 x 7000 WebP of 117 KB
         49000000
     """
+    return _header_facts(image_bytes)[0]
+
+
+def _header_facts(image_bytes):
+    """`(declared_pixels, gif_frames_bound, _is_webp, is_animated_webp)` of the bytes, read from
+    one padded header with one Case op on the format: in a tf.data map every op and every cond
+    costs, and these checks run for every image of every epoch."""
     padded = _padded_header(image_bytes)
     header = tf.io.decode_raw(padded, tf.uint8)
-    magic = tf.strings.substr(image_bytes, 0, 4)
+    magic = tf.strings.substr(padded, 0, 4)  # the patterns below hold no NUL: padding never matches
     webp_chunk = tf.strings.substr(padded, 12, 4)
 
     def png():
@@ -178,21 +196,28 @@ def declared_pixels(image_bytes):
     def webp_extended():  # "VP8X": flags (4), then 24-bit canvas width - 1 and height - 1
         return (_header_uint(header, 24, 3, True) + 1) * (_header_uint(header, 27, 3, True) + 1)
 
-    is_webp = _is_webp(image_bytes)
-    return tf.case(
-        [
-            (tf.equal(tf.strings.length(image_bytes), 0), lambda: tf.constant(0, dtype=tf.int64)),
-            (tf.equal(magic, b"\x89PNG"), png),
-            (tf.equal(tf.strings.substr(magic, 0, 3), b"GIF"), gif),
-            (tf.equal(tf.strings.substr(magic, 0, 2), b"BM"), bmp),
-            (tf.equal(tf.strings.substr(magic, 0, 3), b"\xff\xd8\xff"), jpeg),
-            (tf.logical_and(is_webp, tf.equal(webp_chunk, b"VP8 ")), webp_lossy),
-            (tf.logical_and(is_webp, tf.equal(webp_chunk, b"VP8L")), webp_lossless),
-            (tf.logical_and(is_webp, tf.equal(webp_chunk, b"VP8X")), webp_extended),
-        ],
-        default=lambda: tf.constant(-1, dtype=tf.int64),
-        exclusive=False,
-    )
+    is_webp = _is_webp_header(padded)
+
+    def no_frames(pixels):  # a format that is not a GIF: no frames to bound
+        return lambda: (pixels(), tf.constant(0, dtype=tf.int64))
+
+    formats = [
+        (tf.equal(tf.strings.length(image_bytes), 0),
+         no_frames(lambda: tf.constant(0, dtype=tf.int64))),
+        (tf.equal(magic, b"\x89PNG"), no_frames(png)),
+        (tf.equal(tf.strings.substr(magic, 0, 3), b"GIF"), lambda: (gif(), _gif_frames(image_bytes))),
+        (tf.equal(tf.strings.substr(magic, 0, 2), b"BM"), no_frames(bmp)),
+        (tf.equal(tf.strings.substr(magic, 0, 3), b"\xff\xd8\xff"), no_frames(jpeg)),
+        (tf.logical_and(is_webp, tf.equal(webp_chunk, b"VP8 ")), no_frames(webp_lossy)),
+        (tf.logical_and(is_webp, tf.equal(webp_chunk, b"VP8L")), no_frames(webp_lossless)),
+        (tf.logical_and(is_webp, tf.equal(webp_chunk, b"VP8X")), no_frames(webp_extended)),
+        (tf.constant(True), no_frames(lambda: tf.constant(-1, dtype=tf.int64))),
+    ]
+    # The first format whose test holds, as one Case op: `tf.case(exclusive=False)` nests a cond
+    # per format, and in a tf.data map each is a function call (a JPEG went through five).
+    first = tf.argmax(tf.stack([test for test, _ in formats]), output_type=tf.int32)
+    pixels, frames = tf.switch_case(first, [branch for _, branch in formats])
+    return pixels, frames, is_webp, _is_animated_webp_header(padded, is_webp)
 
 
 def decode_image(image_bytes, image_size, max_pixels=MAX_IMAGE_PIXELS):
@@ -204,16 +229,15 @@ def decode_image(image_bytes, image_size, max_pixels=MAX_IMAGE_PIXELS):
     pixels, for an animated WebP and for a GIF whose frames may add up to more than
     `MAX_GIF_DECODED_PIXELS`.
     """
-    pixels = declared_pixels(image_bytes)
+    pixels, frames, is_webp, animated = _header_facts(image_bytes)
     known = tf.debugging.Assert(pixels >= 0, [UNKNOWN_FORMAT_MESSAGE])
-    still = tf.debugging.Assert(tf.logical_not(is_animated_webp(image_bytes)), [ANIMATED_WEBP_MESSAGE])
+    still = tf.debugging.Assert(tf.logical_not(animated), [ANIMATED_WEBP_MESSAGE])
     with tf.control_dependencies([known, still]):
         check = tf.debugging.Assert(
             pixels <= max_pixels,
             ["image declares", pixels, "pixels, more than the limit of", max_pixels],
         )
     with tf.control_dependencies([check]):
-        frames = gif_frames_bound(image_bytes)
         few = tf.debugging.Assert(
             frames * pixels <= MAX_GIF_DECODED_PIXELS,
             ["GIF may hold", frames, "frames of", pixels, "pixels, more than the limit of",
@@ -223,7 +247,7 @@ def decode_image(image_bytes, image_size, max_pixels=MAX_IMAGE_PIXELS):
         # TensorFlow's WebP decoder cannot turn RGBA (alpha, animations) into RGB: decode the
         # channels the file has, then drop alpha, as the other decoders do.
         image = tf.cond(
-            _is_webp(image_bytes),
+            is_webp,
             lambda: tf.io.decode_image(image_bytes, dtype=tf.uint8, expand_animations=False)[..., :3],
             lambda: tf.io.decode_image(
                 image_bytes, channels=3, dtype=tf.uint8, expand_animations=False
@@ -231,7 +255,10 @@ def decode_image(image_bytes, image_size, max_pixels=MAX_IMAGE_PIXELS):
         )
     image = tf.ensure_shape(image, [None, None, 3])
     image = tf.cast(image, tf.float32)
-    return resize_images(image[tf.newaxis], image_size)[0]
+    # No cond to skip images already of the size (as `resize_images` has): bilinear resizing to
+    # the same size gives the pixels back exactly, and in a tf.data map the cond cost more than
+    # the resizing it saves.
+    return tf.image.resize(image, image_size, method="bilinear")
 
 
 def decode_image_batch(image_bytes, image_size, max_pixels=MAX_IMAGE_PIXELS):

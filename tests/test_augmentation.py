@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from imgclf.data.augmentation import AUGMENT_LEVELS, augment_dataset, random_resized_crop
+import train_model
+from imgclf.data.augmentation import AUGMENT_LEVELS, ImageAugmenter, augment_dataset
+from imgclf.data.sample_data import write_sample_dataset
+from imgclf.images import decode_image
+from imgclf.models.lenet import LenetModel
 
 
 def batches(rng, count=8, size=24):
@@ -49,13 +53,64 @@ def test_none_returns_the_dataset_and_an_unknown_level_is_refused(rng):
     assert list(AUGMENT_LEVELS) == ["none", "light", "standard"]
 
 
-def test_random_resized_crop_magnifies_a_part_of_each_image():
-    # A left-to-right ramp: a crop of part of it, resized back, has a smaller range of values and
-    # every image of the batch gets a box of its own.
+def test_the_augmenter_crops_a_box_of_its_own_per_image_and_magnifies_it():
+    """The crop the augmenter draws (`draw`) and applies (`apply`), the other transforms left out:
+    on a left-to-right ramp a magnified part has a smaller range, different for each image."""
     ramp = np.tile(np.linspace(0, 255, 32, dtype=np.float32)[None, :, None], (32, 1, 3))
     images = tf.constant(np.stack([ramp] * 6))
-    cropped = random_resized_crop(images, tf.random.Generator.from_seed(3), min_area=0.25).numpy()
+    augmenter = ImageAugmenter("standard", seed=3)
+    augmenter.layers = {}  # only the crop
+    transforms = augmenter.draw(images)
+    boxes = transforms["crop"].numpy()
+    heights, widths = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert np.all(boxes >= 0) and np.all(boxes <= 1)
+    assert np.all(heights * widths >= 0.25 - 1e-6) and np.all(heights * widths <= 1 + 1e-6)
+    cropped = augmenter.apply(images, transforms).numpy()
     assert cropped.shape == images.shape
     spans = cropped[:, 16, -1, 0] - cropped[:, 16, 0, 0]
-    assert np.all(spans < 255.0) and np.all(spans > 0)
+    assert np.all(spans < 254.0) and np.all(spans > 0)
+    np.testing.assert_allclose(spans, 255 * widths, rtol=0.1)
     assert len(set(np.round(spans, 3))) == 6
+
+
+class BatchRecordingModel(LenetModel):
+    """LeNet that keeps a copy of every batch `fit` trains on and evaluates (validation, test)."""
+
+    batches = {"train": [], "evaluate": []}
+
+    def _record(self, kind, images):
+        def keep(batch):
+            self.batches[kind].append(batch.numpy())
+            return np.int32(0)
+
+        return tf.py_function(keep, [images], tf.int32)
+
+    def train_step(self, data):
+        with tf.control_dependencies([self._record("train", data[0])]):
+            return super().train_step(data)
+
+    def test_step(self, data):
+        with tf.control_dependencies([self._record("evaluate", data[0])]):
+            return super().test_step(data)
+
+
+def test_training_batches_are_augmented_and_evaluated_batches_are_not(tmp_path):
+    write_sample_dataset(tmp_path / "data", num_classes=2, image_size=16, train_per_class=6,
+                         test_per_class=2)
+    assert train_model.main([
+        "--train_dataset_path", str(tmp_path / "data" / "train"),
+        "--test_dataset_path", str(tmp_path / "data" / "test"),
+        "--model_folder_path", str(tmp_path / "models"),
+        "--model_type", "test_augmentation:BatchRecordingModel", "--input_width", "16",
+        "--input_height", "16", "--batch_size", "4", "--num_epochs", "1", "--patience", "1",
+        "--augment", "standard", "--seed", "1",
+    ]) == 0
+    files = {
+        decode_image(tf.io.read_file(str(path)), (16, 16)).numpy().tobytes()
+        for path in (tmp_path / "data").glob("*/*/*.*")
+    }
+    trained = [image for batch in BatchRecordingModel.batches["train"] for image in batch]
+    evaluated = [image for batch in BatchRecordingModel.batches["evaluate"] for image in batch]
+    assert len(trained) >= 8 and len(evaluated) >= 4
+    assert all(image.tobytes() in files for image in evaluated)   # as decoded
+    assert not any(image.tobytes() in files for image in trained)  # every one augmented

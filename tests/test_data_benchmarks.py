@@ -56,7 +56,8 @@ def test_input_pipeline_bench_measures_every_pipeline(tmp_path):
     ])
     text = results.read_text()
     start = "time to first batch (train + val + test sets made)"
-    for row in ("raw decode_image", "imgclf training set, 1st epoch",
+    for row in ("imgclf decode_image alone", "plain TF: read_file", "TFRecord over the folder",
+                "imgclf training set, 1st epoch",
                 "imgclf training set, later epoch", "imgclf cache=memory, cached epoch",
                 "imgclf from TFRecord", "keras image_dataset_from_directory",
                 f"{start}, before (HEAD", f"{start}, imgclf"):

@@ -9,6 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from imgclf.data import create_test_dataset, create_train_val_datasets, list_image_files
+from imgclf.data.split import stratified_split
 
 EXTENSIONS = ".png, .jpg, .jpeg, .bmp, .gif, .webp"
 
@@ -199,18 +200,69 @@ def test_train_val_split_is_stratified_and_complete(tmp_path):
     train_levels, val_levels = pixel_levels(train_ds), pixel_levels(val_ds)
     train_labels = [level // 10 for level in train_levels]
     val_labels = [level // 10 for level in val_levels]
-    # 8 + 2 of "a", 4 + 1 of "b", the single "c" in training.
-    assert sorted(train_labels) == [0] * 8 + [1] * 4 + [2]
-    assert sorted(val_labels) == [0] * 2 + [1]
+    # Every image once; the single "c" in training; "a" and "b" on both sides.
     assert sorted(train_levels + val_levels) == list(range(10)) + list(range(10, 15)) + [20]
+    assert train_labels.count(2) == 1 and val_labels.count(2) == 0
+    assert {0, 1} <= set(train_labels) and {0, 1} <= set(val_labels)
     # Labels travel with their images; validation keeps file order and file_paths matches it.
     for images, labels in train_ds:
         assert (images[:, 0, 0, 0].numpy() // 10).astype(int).tolist() == labels.numpy().tolist()
     assert val_levels == sorted(val_levels)
-    assert len(train_ds.file_paths) == 13
+    assert len(train_ds.file_paths) == len(train_levels)
     assert val_ds.file_paths == [
         str(tmp_path / "abc"[level // 10] / f"{level % 10:02d}.png") for level in val_levels
     ]
+
+
+def test_each_class_is_split_at_the_ratio_and_small_classes_keep_both_sides():
+    keys = [f"a/{i}.png" for i in range(2000)] + [f"b/{i}.png" for i in range(1000)]
+    labels = [0] * 2000 + [1] * 1000
+    train, validation = stratified_split(keys, labels, 2, split_ratio=0.7, seed=3)
+    assert sorted(train + validation) == list(range(3000))
+    train_labels = np.array(labels)[train]
+    assert abs((train_labels == 0).sum() / 2000 - 0.7) < 0.03
+    assert abs((train_labels == 1).sum() / 1000 - 0.7) < 0.04
+    # Two files: one on each side whatever the seed and ratio; one file: training.
+    for seed in range(40):
+        for ratio in (0.05, 0.5, 0.95):
+            train, validation = stratified_split(["x/1", "x/2", "y/1"], [0, 0, 1], 2, ratio, seed)
+            assert sorted(train) in ([0, 2], [1, 2]) and len(validation) == 1
+
+
+def sides(train_ds, val_ds, folder):
+    """`{relative path: "train" or "validation"}` of a folder's or TFRecords' data sets."""
+    def key(path):
+        return os.path.relpath(path, folder) if os.path.isabs(path) else path
+
+    return {**{key(p): "train" for p in train_ds.file_paths},
+            **{key(p): "validation" for p in val_ds.file_paths}}
+
+
+def test_adding_removing_or_losing_a_file_moves_no_other_file(tmp_path):
+    write_dataset(tmp_path, {"a": 12, "b": 12})
+
+    def split():
+        return sides(*create_train_val_datasets(tmp_path, (16, 16), 32, seed=5), tmp_path)
+
+    before = split()
+    assert set(before.values()) == {"train", "validation"}
+
+    (tmp_path / "a" / "03.png").unlink()  # removed
+    removed = split()
+    assert removed == {k: v for k, v in before.items() if k != "a/03.png"}
+
+    write_image(tmp_path / "b" / "50.png", (60, 60, 60))  # added
+    added = split()
+    assert {k: v for k, v in added.items() if k != "b/50.png"} == removed
+    assert "b/50.png" in added
+
+    # Lost: found unreadable by a pass, remembered, then left out before the split is made.
+    (tmp_path / "a" / "07.png").write_bytes(b"not an image")
+    train_ds, val_ds = create_train_val_datasets(tmp_path, (16, 16), 32, seed=5)
+    pixel_levels(train_ds), pixel_levels(val_ds)  # the first pass finds it
+    lost = split()
+    assert "a/07.png" not in lost
+    assert lost == {k: v for k, v in added.items() if k != "a/07.png"}
 
 
 def test_split_is_deterministic_for_a_seed(tmp_path):

@@ -48,6 +48,47 @@ def test_verdicts_are_remembered_and_a_changed_file_is_checked_again(tmp_path, c
     assert caplog.messages == []
 
 
+def remembered(folder):
+    path = folder / VERDICTS_FILE
+    return sorted(json.loads(path.read_text())["unreadable"]) if path.exists() else []
+
+
+def test_a_file_that_could_not_be_read_is_tried_again_and_only_bytes_are_remembered(tmp_path,
+                                                                                     caplog):
+    write_dataset(tmp_path, {"a": 3, "b": 2})
+    (tmp_path / "b" / "zz.png").write_bytes(b"")  # its bytes are not an image: remembered
+    gone = tmp_path / "a" / "01.png"
+    dataset = create_test_dataset(tmp_path, (16, 16), 8)
+    pixels = gone.read_bytes()
+    gone.unlink()
+    gone.mkdir()  # listed as a file, unreadable while the pass reads it (IsADirectoryError)
+    with caplog.at_level(logging.WARNING, logger="imgclf.data"):
+        assert pixel_levels(dataset) == [0, 2, 10, 11]
+    assert f"skipping unreadable image '{gone}': could not be read: Is a directory" in (
+        caplog.messages)
+    assert remembered(tmp_path) == ["b/zz.png"]
+
+    gone.rmdir()
+    gone.write_bytes(pixels)
+    assert pixel_levels(create_test_dataset(tmp_path, (16, 16), 8)) == [0, 1, 2, 10, 11]
+
+
+def test_a_file_that_decodes_when_explained_is_not_remembered(tmp_path, caplog):
+    """A pass that lost a file (a read that failed, then worked) names it and leaves it out of
+    that pass only: the next data set decodes it again."""
+    write_dataset(tmp_path, {"a": 2, "b": 2})
+    check = create_test_dataset(tmp_path, (16, 16), 8).first_pass_check
+    check.mark([0, 2, 3])  # the pass delivered all but the file a/01.png
+    with caplog.at_level(logging.WARNING, logger="imgclf.data"):
+        check.finish()
+    assert caplog.messages == [
+        f"skipping unreadable image '{tmp_path / 'a' / '01.png'}': could not be read "
+        "(it decodes now; did it change while being read?)"
+    ]
+    assert remembered(tmp_path) == []
+    assert pixel_levels(create_test_dataset(tmp_path, (16, 16), 8)) == [0, 1, 10, 11]
+
+
 def _overwrite_keeping_size_and_time(path, colour):
     """Change a PNG's pixels without changing its size or modification time (so that only a
     cache can still give the old pixels)."""
@@ -125,3 +166,23 @@ def test_input_context_shards_the_training_files(tmp_path):
     assert sorted(parts[0].file_paths + parts[1].file_paths) == sorted(full.file_paths)
     assert not set(parts[0].file_paths) & set(parts[1].file_paths)
     assert sorted(pixel_levels(parts[0]) + pixel_levels(parts[1])) == sorted(pixel_levels(full))
+
+
+def test_only_the_writer_writes_verdicts_and_cache_files(tmp_path, caplog):
+    """In a multi-worker run every worker but the chief passes writer=False: it names bad files
+    and caches, but writes nothing into the folders the workers share."""
+    data = write_dataset(tmp_path / "data", {"a": 4, "b": 4})
+    (data / "a" / "zz.png").write_bytes(b"")
+    cache = tmp_path / "cache"
+    with caplog.at_level(logging.WARNING, logger="imgclf.data"):
+        worker = create_train_val_datasets(data, (16, 16), 4, cache=cache, writer=False)
+        worker_test = create_test_dataset(data, (16, 16), 4, cache=cache, writer=False)
+        levels = [sorted(pixel_levels(d)) for d in (*worker, worker_test) for _ in range(2)]
+    assert levels[4] == levels[5] == [0, 1, 2, 3, 10, 11, 12, 13]
+    assert caplog.messages == [f"skipping unreadable image '{data / 'a' / 'zz.png'}': "
+                               "Input is empty."] * 2  # by its side of the split, by the test set
+    assert not (data / VERDICTS_FILE).exists() and not cache.exists()
+
+    chief = create_train_val_datasets(data, (16, 16), 4, cache=cache)
+    assert sorted(pixel_levels(chief[0]) + pixel_levels(chief[1])) == levels[4]
+    assert remembered(data) == ["a/zz.png"] and len(os.listdir(cache)) >= 2

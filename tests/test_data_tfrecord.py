@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from imgclf.data import convert_folder, create_test_dataset, create_train_val_datasets
+from imgclf.data import convert_folder, create_test_dataset, create_train_val_datasets, list_labels
 from imgclf.data.tfrecord import LAYOUT_FILE, main
-from test_data_folders import pixel_levels, write_dataset
+from test_data_folders import pixel_levels, sides, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,19 @@ def test_auto_sharded_by_a_strategy_names_no_record_of_other_workers(converted, 
         f"skipping unreadable record 'b/zz.png' in '{records / shard['file']}': Input is empty."
         for shard in layout["shards"] if layout["files"].index("b/zz.png") in shard["indices"]
     ]  # both "workers" share this process's check: named once
+
+
+def test_records_split_like_the_folder_with_files_left_out_by_the_converter(tmp_path):
+    """A file known unreadable when converted is not in any record, but still takes its place in
+    the split, as in the folder's: the class of two below keeps its good file on the same side."""
+    folder = write_dataset(tmp_path / "folder", {"a": 6, "x": 2})
+    (folder / "x" / "01.png").write_bytes(b"")
+    pixel_levels(create_test_dataset(folder, (16, 16), 8))  # found and remembered
+    records = tmp_path / "records"
+    layout = convert_folder(folder, records, num_shards=2)
+    assert layout["files"][7] is None and layout["left_out"] == [[7, "x/01.png"]]
+    assert list_labels(records) == [0] * 6 + [1]
+    for seed in range(4):
+        folder_sides = sides(*create_train_val_datasets(folder, (16, 16), 8, seed=seed), folder)
+        record_sides = sides(*create_train_val_datasets(records, (16, 16), 8, seed=seed), folder)
+        assert record_sides == folder_sides, seed

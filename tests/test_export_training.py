@@ -4,11 +4,13 @@ matrix in TensorBoard, and augmentation that stays out of the served graph."""
 import time
 import warnings
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 import train_model
+from imgclf.data.augmentation import ImageAugmenter
 from imgclf.data.sample_data import write_sample_dataset
 from imgclf.export import read_model_metadata
 
@@ -88,7 +90,24 @@ def test_the_version_records_how_it_was_made(models, sample_data):
     assert read_model_metadata(models / "1")["training"]["flags"]["augment"] == "none"
 
 
-def test_augmentation_never_enters_the_served_graph(models):
+#: Ops only the augmenter's transforms and random draws make (`imgclf.data.augmentation`).
+AUGMENTATION_OPS = {"CropAndResize", "ImageProjectiveTransformV3", "StatelessRandomUniformV2",
+                    "RngReadAndSkip"}
+
+
+def test_augmentation_ops_would_show_in_a_saved_graph(tmp_path):
+    """The control for the test below: a SavedModel that augments what it serves has these ops."""
+    augmenter = ImageAugmenter("standard", seed=1)
+    module = tf.Module()
+    module.augmenter_state = [augmenter.generator] + [
+        variable.value for layer in augmenter.layers.values() for variable in layer.variables
+    ]
+    module.serve = tf.function(augmenter, input_signature=[tf.TensorSpec([None, 16, 16, 3])])
+    tf.saved_model.save(module, str(tmp_path), signatures=module.serve)
+    assert AUGMENTATION_OPS <= graph_ops(tmp_path)
+
+
+def test_augmentation_never_enters_the_served_graph(models, sample_data):
     plain, augmented = (tf.saved_model.load(str(models / v)) for v in ("1", "2"))
     for key in ("serving_default", "serving_bytes", "serving_labels"):
         a, b = plain.signatures[key], augmented.signatures[key]
@@ -96,8 +115,17 @@ def test_augmentation_never_enters_the_served_graph(models):
         assert a.structured_outputs == b.structured_outputs
     ops = graph_ops(models / "2")
     assert ops == graph_ops(models / "1")
-    assert not ops & {"CropAndResize", "ImageProjectiveTransformV3", "StatelessRandomUniformV2",
-                      "RngReadAndSkip"}
+    assert not ops & AUGMENTATION_OPS
+    # What it serves is a function of the image alone.
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)), tf.float32)
+    serve = augmented.signatures["serving_default"]
+    first, again = serve(images), serve(images)
+    for name in first:
+        np.testing.assert_array_equal(first[name].numpy(), again[name].numpy())
+    image = sorted((sample_data / "test").glob("*/*"))[0].read_bytes()
+    outputs = [augmented.signatures["serving_bytes"](tf.constant([image])) for _ in range(3)]
+    for name in outputs[0]:
+        assert all(np.array_equal(o[name].numpy(), outputs[0][name].numpy()) for o in outputs)
 
 
 def test_export_litert_writes_a_flatbuffer_and_labels_next_to_the_version(models):

@@ -19,18 +19,18 @@ def _layout(path):
 
 
 def create_train_val_datasets(path, image_shape, batch_size, split_ratio=0.8, seed=42,
-                              cache=None, input_context=None):
+                              cache=None, input_context=None, writer=True):
     """See `imgclf.data.folders.create_train_val_datasets`; `path` may be a TFRecord directory."""
     return _layout(path).create_train_val_datasets(
         path, image_shape, batch_size, split_ratio=split_ratio, seed=seed, cache=cache,
-        input_context=input_context,
+        input_context=input_context, writer=writer,
     )
 
 
-def create_test_dataset(path, image_shape, batch_size, class_names=None, cache=None):
+def create_test_dataset(path, image_shape, batch_size, class_names=None, cache=None, writer=True):
     """See `imgclf.data.folders.create_test_dataset`; `path` may be a TFRecord directory."""
     return _layout(path).create_test_dataset(
-        path, image_shape, batch_size, class_names=class_names, cache=cache
+        path, image_shape, batch_size, class_names=class_names, cache=cache, writer=writer
     )
 
 

@@ -34,9 +34,10 @@ from imgclf.data.pipeline import (
     check_cache,
     check_image_shape,
     data_error,
-    decode_error,
     decoded_batches,
+    explain_file,
     image_decoder,
+    worker_cache,
 )
 from imgclf.data.split import check_split_ratio, shard, stratified_split
 from imgclf.data.verdicts import VerdictStore
@@ -111,14 +112,15 @@ def list_image_files(folder, class_names=None):
 
 
 def create_train_val_datasets(folder, image_shape, batch_size, split_ratio=0.8, seed=42,
-                              cache=None, input_context=None):
+                              cache=None, input_context=None, writer=True):
     """A training and a validation data set split from the images of one folder.
 
-    Each class is split on its own (stratified, `imgclf.data.split`): a `split_ratio` fraction of
-    its images, chosen at random with `seed`, goes to training and the rest to validation; a
-    class of one image goes to training, and a larger class keeps at least one image on each
-    side. The same files and seed give the same split. The training set is shuffled again each
-    epoch (also from `seed`); the validation set keeps the order of the files.
+    Each image goes to training or validation by itself, from a hash of its path relative to
+    `folder` and `seed` (`imgclf.data.split`): about a `split_ratio` fraction of each class goes
+    to training; a class of one image goes to training, and a larger class keeps at least one
+    image on each side. Adding, removing or losing (found unreadable) an image moves no other
+    image to the other side; the same files and seed give the same split. The training set is
+    shuffled again each epoch (also from `seed`); the validation set keeps the order of the files.
 
     Args:
         folder: a `folder/<class>/<image>` data set (see `list_image_files`).
@@ -130,6 +132,9 @@ def create_train_val_datasets(folder, image_shape, batch_size, split_ratio=0.8, 
             epoch instead of decoding every epoch (see `imgclf.data.pipeline.decoded_batches`).
         input_context: a `tf.distribute.InputContext`: the training set then holds only this
             input pipeline's share of the training files (every n-th), for multi-worker training.
+        writer: whether this process writes the state shared beside the data (the verdicts on
+            unreadable files) and in a `cache` directory: in a multi-worker run, the chief only
+            (`imgclf.data.pipeline.worker_cache` says what the others cache).
 
     Returns:
         `(train_ds, val_ds)`, each yielding `(images, labels)`: float32 `[batch, height, width, 3]`
@@ -143,27 +148,38 @@ def create_train_val_datasets(folder, image_shape, batch_size, split_ratio=0.8, 
     check_split_ratio(split_ratio)
     paths, labels, class_names = list_image_files(folder)
     cache = check_cache(cache, len(paths), image_size)
-    store = VerdictStore(folder)
-    paths, labels = _without_known_unreadable(folder, store, paths, labels, class_names)
+    store = VerdictStore(folder, writer=writer)
+    readable = _known_readable(folder, store, paths, labels, class_names)
 
-    train_positions, val_positions = stratified_split(labels, len(class_names), split_ratio, seed)
+    # Split every listed file, then drop the unreadable ones from each side: finding a file
+    # unreadable moves no other file (imgclf.data.split).
+    keys = [_relative(path, folder) for path in paths]
+    train_positions, val_positions = (
+        [i for i in side if readable[i]]
+        for side in stratified_split(keys, labels, len(class_names), split_ratio, seed)
+    )
     if not val_positions:
         raise ValueError(
             f"the validation set would be empty: every class under '{folder}' has a single "
             "readable image; a class needs two to give one to validation"
+            if np.bincount(labels, minlength=len(class_names)).max() < 2 else
+            f"the validation set would be empty: every image of '{folder}' that the split puts "
+            "in validation is unreadable"
         )
     train_positions = shard(train_positions, input_context=input_context)
 
     def subset(positions, role, shuffle_seed=None):
         return _folder_dataset(
             folder, store, [paths[i] for i in positions], [labels[i] for i in positions],
-            class_names, image_size, batch_size, role, shuffle_seed, cache,
+            class_names, image_size, batch_size, role, shuffle_seed,
+            worker_cache(cache, writer, len(positions), image_size),
         )
 
     return subset(train_positions, "train", shuffle_seed=seed), subset(val_positions, "validation")
 
 
-def create_test_dataset(folder, image_shape, batch_size, class_names=None, cache=None):
+def create_test_dataset(folder, image_shape, batch_size, class_names=None, cache=None,
+                        writer=True):
     """A data set of all the images of a folder, in a fixed order, to evaluate a model.
 
     Args:
@@ -174,6 +190,7 @@ def create_test_dataset(folder, image_shape, batch_size, class_names=None, cache
             have exactly these classes, and labels follow their order. By default the sorted
             sub-folder names.
         cache: None, "memory" or a directory, as for `create_train_val_datasets`.
+        writer: as for `create_train_val_datasets`.
 
     Returns:
         A data set yielding `(images, labels)`: float32 `[batch, height, width, 3]` 0-255 pixels
@@ -186,10 +203,13 @@ def create_test_dataset(folder, image_shape, batch_size, class_names=None, cache
     batch_size = check_batch_size(batch_size)
     paths, labels, class_names = list_image_files(folder, class_names)
     cache = check_cache(cache, len(paths), image_size)
-    store = VerdictStore(folder)
-    paths, labels = _without_known_unreadable(folder, store, paths, labels, class_names)
+    store = VerdictStore(folder, writer=writer)
+    readable = _known_readable(folder, store, paths, labels, class_names)
+    paths = [path for path, ok in zip(paths, readable) if ok]
+    labels = [label for label, ok in zip(labels, readable) if ok]
     return _folder_dataset(
-        folder, store, paths, labels, class_names, image_size, batch_size, "test", None, cache
+        folder, store, paths, labels, class_names, image_size, batch_size, "test", None,
+        worker_cache(cache, writer, len(paths), image_size),
     )
 
 
@@ -214,25 +234,28 @@ def _all_unreadable(folder, count):
     return f"none of the {count} images under '{folder}' can be read; see the warnings for each file"
 
 
-def _without_known_unreadable(folder, store, paths, labels, class_names):
-    """`(paths, labels)` without the files remembered as unreadable, each named in a warning."""
+def _relative(path, folder):
+    """A file's key in the split: its path relative to the data set folder, with "/"."""
+    return os.path.relpath(path, folder).replace(os.sep, "/")
+
+
+def _known_readable(folder, store, paths, labels, class_names):
+    """Whether each of `paths` is not remembered as unreadable (a bool array); each remembered one
+    is named in a warning, and a class left with no readable file is an error."""
     known = store.unreadable(paths)
+    readable = np.array([path not in known for path in paths], dtype=bool)
     if not known:
-        return paths, labels
+        return readable
     for path in paths:
         if path in known:
             logger.warning("skipping unreadable image '%s': %s", path, known[path])
-    readable = np.array([path not in known for path in paths], dtype=bool)
     error = data_error(
         labels, readable, _class_place(folder, class_names), _all_unreadable(folder, len(paths)),
         num_classes=len(class_names),
     )
     if error:
         raise ValueError(error)
-    return (
-        [path for path, ok in zip(paths, readable) if ok],
-        [label for label, ok in zip(labels, readable) if ok],
-    )
+    return readable
 
 
 def _folder_dataset(folder, store, paths, labels, class_names, image_size, batch_size, role,
@@ -243,7 +266,7 @@ def _folder_dataset(folder, store, paths, labels, class_names, image_size, batch
         ids=range(len(paths)),
         labels=labels,
         describe=lambda i: f"image '{paths[i]}'",
-        explain=lambda ids: {i: decode_error(decoder, paths[i]) for i in ids},
+        explain=lambda ids: {i: explain_file(paths[i], image_size) for i in ids},
         remember=lambda bad: store.remember({paths[i]: reason for i, reason in bad.items()}),
         class_place=_class_place(folder, class_names),
         all_unreadable=_all_unreadable(folder, len(paths)),

@@ -96,11 +96,14 @@ class FirstPassCheck:
             if missing:
                 reasons = self.explain(missing)
                 for element_id in missing:
-                    reason = reasons.get(element_id, "could not be read")
+                    reason = reasons.get(element_id, ReadFailure("could not be read"))
                     logger.warning("skipping unreadable %s: %s", self.describe(element_id), reason)
                     self.unreadable[element_id] = reason
                 if self.remember is not None:
-                    self.remember({i: reasons.get(i, "could not be read") for i in missing})
+                    # Only verdicts on the bytes outlive the pass: a read that failed (an I/O
+                    # error, a vanished file) may succeed next time.
+                    self.remember({i: reason for i, reason in reasons.items()
+                                   if i in missing and not isinstance(reason, ReadFailure)})
                 if self.file_paths is not None:
                     gone = {self.path_of(i) for i in missing}
                     self.file_paths[:] = [path for path in self.file_paths if path not in gone]
@@ -112,6 +115,15 @@ class FirstPassCheck:
                 )
         if self.error:
             raise tf.errors.InvalidArgumentError(None, None, self.error)
+
+
+class ReadFailure(str):
+    """A reason an element did not arrive that is not about its bytes: it could not be read (an
+    I/O error, permission denied, a vanished file) or it decodes now. Named in the warning like any
+    reason, but never remembered (`FirstPassCheck`'s `remember` gets only verdicts on the bytes).
+
+        >>> ReadFailure("could not be read: Permission denied")
+    """
 
 
 def check_image_shape(image_shape):
@@ -165,8 +177,19 @@ def decode_error(decoder, element):
         message = next(line for line in reversed(lines) if line and not line.startswith("[["))
         message = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", message)
         return message.strip()
-    # Decoded fine now: the file changed while the pass read it.
-    return "could not be read (it decodes now; did it change while being read?)"
+    # Decoded fine now: the read failed, or the file changed while the pass read it.
+    return ReadFailure("could not be read (it decodes now; did it change while being read?)")
+
+
+def explain_file(path, image_size):
+    """Why the image file `path` did not decode: a `ReadFailure` when it cannot be read (or decodes
+    now), else the decoder's verdict on its bytes (see `decode_error`)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as error:
+        return ReadFailure(f"could not be read: {error.strerror or error}")
+    return decode_error(image_decoder(image_size), data)
 
 
 def check_cache(cache, num_images, image_size):
@@ -177,8 +200,7 @@ def check_cache(cache, num_images, image_size):
         raise ValueError(f"cache must be None, 'memory' or a directory; received {cache!r}")
     cache = os.fspath(cache)
     if cache == "memory":
-        needed = num_images * image_size[0] * image_size[1] * 3
-        available = _available_memory()
+        needed, available = _memory_needed(num_images, image_size), _available_memory()
         if available is not None and needed > 0.8 * available:
             raise ValueError(
                 f"cache='memory' needs {needed / 2**30:.1f} GiB for {num_images} images of "
@@ -189,6 +211,31 @@ def check_cache(cache, num_images, image_size):
     if os.path.exists(cache) and not os.path.isdir(cache):
         raise ValueError(f"cache directory '{cache}' is a file")
     return cache
+
+
+def worker_cache(cache, writer, num_images, image_size, own_share=False):
+    """The cache of one data set in this process, from a checked `cache` argument.
+
+    Only the `writer` (the chief of a multi-worker run) writes cache files into a cache
+    directory, which the workers share: two processes writing one cache file break it. Another
+    worker keeps its decoded images in memory instead when they fit (else does not cache them),
+    unless the data set is its `own_share` of the files (a TFRecord training set sharded by
+    file), whose cache file no other worker writes.
+
+        >>> cache = worker_cache("/cache", writer=False, num_images=500, image_size=(224, 224))
+    """
+    if writer or own_share or cache in (None, "memory"):
+        return cache
+    available = _available_memory()
+    if available is not None and _memory_needed(num_images, image_size) > 0.4 * available:
+        logger.info("not caching %d images: cache directory '%s' is written by the chief only, "
+                    "and they need too much memory", num_images, cache)
+        return None
+    return "memory"
+
+
+def _memory_needed(num_images, image_size):
+    return num_images * image_size[0] * image_size[1] * 3
 
 
 def _available_memory():

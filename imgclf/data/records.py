@@ -35,6 +35,7 @@ from imgclf.data.pipeline import (
     decode_error,
     decoded_batches,
     image_decoder,
+    worker_cache,
 )
 from imgclf.data.split import check_split_ratio, shard, stratified_split
 from imgclf.data.tfrecord import read_layout
@@ -51,10 +52,12 @@ _FEATURES = {
 
 
 def create_train_val_datasets(directory, image_shape, batch_size, split_ratio=0.8, seed=42,
-                              cache=None, input_context=None):
+                              cache=None, input_context=None, writer=True):
     """A training and a validation data set from TFRecord shards, split as the folder would be.
 
-    Arguments and results as `imgclf.data.folders.create_train_val_datasets`.
+    Arguments and results as `imgclf.data.folders.create_train_val_datasets`. A record's key in
+    the split is the path relative to the converted folder it holds (`image/filename`), so the
+    records split as the folder's files do.
     """
     image_size = check_image_shape(image_shape)
     batch_size = check_batch_size(batch_size)
@@ -62,10 +65,14 @@ def create_train_val_datasets(directory, image_shape, batch_size, split_ratio=0.
     directory = os.fspath(directory)
     layout = read_layout(directory)
     class_names = layout["class_names"]
-    available = [i for i, name in enumerate(layout["files"]) if name is not None]
-    cache = check_cache(cache, len(available), image_size)
-    labels = [layout["labels"][i] for i in available]
-    train_positions, val_positions = stratified_split(labels, len(class_names), split_ratio, seed)
+    files = _split_keys(layout)
+    cache = check_cache(cache, len(files), image_size)
+    # Every file the folder listed takes part, also those the converter left out as unreadable,
+    # as in the folder's split; records of those files do not exist and drop out.
+    train_positions, val_positions = (
+        [i for i in side if layout["files"][i] is not None]
+        for side in stratified_split(files, layout["labels"], len(class_names), split_ratio, seed)
+    )
     if not val_positions:
         raise ValueError(
             f"the validation set would be empty: every class in '{directory}' has a single "
@@ -81,12 +88,14 @@ def create_train_val_datasets(directory, image_shape, batch_size, split_ratio=0.
             )
         all_shards = shards
         shards = shard(shards, input_context=input_context)
-    train_ids_all = [available[p] for p in train_positions]
+    train_ids_all = train_positions
     in_my_shards = {i for entry in shards for i in entry["indices"]}
     train_ids = [i for i in train_ids_all if i in in_my_shards]
-    val_ids = [available[p] for p in val_positions]
-    train_ds = _record_dataset(directory, layout, shards, train_ids, image_size, batch_size,
-                               "train", seed, cache)
+    val_ids = val_positions
+    train_ds = _record_dataset(
+        directory, layout, shards, train_ids, image_size, batch_size, "train", seed,
+        worker_cache(cache, writer, len(train_ids), image_size, own_share=input_context is not None),
+    )
     if input_context is not None:
         # Every pipeline's share, known to each worker without asking the others: what a
         # multi-worker run needs to agree on a number of steps (`imgclf.training.train`).
@@ -97,11 +106,12 @@ def create_train_val_datasets(directory, image_shape, batch_size, split_ratio=0.
             for k in range(input_context.num_input_pipelines)
         ]
     val_ds = _record_dataset(directory, layout, layout["shards"], val_ids, image_size, batch_size,
-                             "validation", None, cache)
+                             "validation", None, worker_cache(cache, writer, len(val_ids), image_size))
     return train_ds, val_ds
 
 
-def create_test_dataset(directory, image_shape, batch_size, class_names=None, cache=None):
+def create_test_dataset(directory, image_shape, batch_size, class_names=None, cache=None,
+                        writer=True):
     """A data set of all the records of a TFRecord directory, in shard order, to evaluate a model.
 
     Arguments and results as `imgclf.data.folders.create_test_dataset`; `class_names` must equal
@@ -117,7 +127,7 @@ def create_test_dataset(directory, image_shape, batch_size, class_names=None, ca
             f"{layout['class_names']} != {list(class_names)}"
         )
     ids = [i for entry in layout["shards"] for i in entry["indices"]]
-    cache = check_cache(cache, len(ids), image_size)
+    cache = worker_cache(check_cache(cache, len(ids), image_size), writer, len(ids), image_size)
     return _record_dataset(directory, layout, layout["shards"], ids, image_size, batch_size,
                            "test", None, cache)
 
@@ -140,6 +150,15 @@ def encoded_records(directory, positions):
                 wanted[position] = tf.io.parse_single_example(record, _FEATURES)["image/encoded"].numpy()
             position += 1
     return [wanted[position] for position in positions if wanted[position] is not None]
+
+
+def _split_keys(layout):
+    """Every listed file's relative path, by listing position, those left out included (layouts
+    written before `left_out` was recorded give their position instead, a key only they use)."""
+    keys = list(layout["files"])
+    for index, name in layout.get("left_out", []):
+        keys[index] = name
+    return [key if key is not None else f"\0left out {i}" for i, key in enumerate(keys)]
 
 
 def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role,

@@ -107,9 +107,12 @@ def convert_folder(folder, output_dir, shard_size_mb=DEFAULT_SHARD_SIZE_MB, num_
         "class_names": class_names,
         "num_examples": len(positions),
         # By listing position: the folder's relative paths and labels (null where left out).
-        "files": [_relative(path, folder) if i not in known else None
-                  for i, path in enumerate(paths)],
+        "files": [_relative(path, folder) if path not in known else None
+                  for path in paths],
         "labels": [int(label) for label in labels],
+        # [position, relative path] of the files left out: they still take part in the split,
+        # so that the records split as the folder does (imgclf.data.split).
+        "left_out": [[i, _relative(path, folder)] for i, path in enumerate(paths) if path in known],
         "shards": shards,
     }
     with open(os.path.join(output_dir, LAYOUT_FILE), "w", encoding="utf-8") as file:

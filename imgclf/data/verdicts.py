@@ -5,9 +5,12 @@ Which files of a data set do not decode is learnt while the first epoch decodes 
 (a hidden file, so it is never taken for a class or an image), keyed by the file's path relative
 to the data set folder, its size and its modification time. The next data set made from that
 folder afterwards (`eval_model.py`, the next training run) leaves those files out before any
-decoding and names each in a warning again. A file that was
-changed since gets a new verdict. Only unreadable files are stored, so the file stays small
-however large the data set is.
+decoding and names each in a warning again. A file that was changed since gets a new verdict.
+Only verdicts on a file's bytes are stored (it is not an image, truncated, too large): a file
+that could not be read (an I/O error, permission denied, gone) or that decodes when checked again
+is left out of that pass only, and tried again by the next data set. Only unreadable files are
+stored, so the file stays small however large the data set is. In a multi-worker run only the
+chief writes it (`writer`).
 
 When the data folder cannot be written to, the verdicts go to
 `$XDG_CACHE_HOME/imgclf/verdicts/` (default `~/.cache/imgclf/verdicts/`) instead.
@@ -35,19 +38,23 @@ VERDICTS_FILE = ".imgclf-verdicts.json"
 
 
 def _decoder_identity():
-    """What a verdict depends on besides the file: a new decoder or limit re-checks every file."""
-    return {"tensorflow": tf.__version__, "max_image_pixels": MAX_IMAGE_PIXELS}
+    """What a verdict depends on besides the file: a new decoder or limit re-checks every file.
+    `verdicts` 2: only verdicts on a file's bytes are kept (version 1 kept read errors too)."""
+    return {"tensorflow": tf.__version__, "max_image_pixels": MAX_IMAGE_PIXELS, "verdicts": 2}
 
 
 class VerdictStore:
     """The remembered unreadable files of the data set folder `folder`.
 
     Paths given to and returned by the methods are the paths the loader uses (`folder/...`).
+    With `writer=False` (every worker of a multi-worker run but the chief) the store is read but
+    never written, so that one process writes the shared file.
     """
 
-    def __init__(self, folder):
+    def __init__(self, folder, writer=True):
         self.folder = os.path.abspath(os.fspath(folder))
         self.path = _store_path(self.folder)
+        self.writer = writer
 
     def _read(self):
         try:
@@ -77,8 +84,9 @@ class VerdictStore:
 
     def remember(self, unreadable):
         """Add `{path: reason}` to the remembered verdicts (written atomically; a failure to write
-        only costs a later run the check)."""
-        if not unreadable:
+        only costs a later run the check). Verdicts on a file's bytes only: a read error may not
+        happen again. Does nothing unless this store is the `writer`."""
+        if not unreadable or not self.writer:
             return
         remembered = self._read()
         for path, reason in unreadable.items():
