@@ -141,16 +141,15 @@ def spark_udf(images, predictor, top_k, batch_size):
 
 def run(args):
     from imgclf.prediction import Predictor, predict_files
+    from imgclf.spark.files import JOB_CONF
     from imgclf.spark.prediction import _predictions
     from imgclf.spark.session import spark_session
 
     ensure_data(args.data, args.num_images)
     work = tempfile.mkdtemp(prefix="spark-predict-bench-")
     started = time.perf_counter()
-    spark = spark_session(args.master, conf={
-        "spark.ui.enabled": "false",
-        "spark.sql.execution.arrow.maxRecordsPerBatch": "256",
-    })
+    # The settings of imgclf-predict --engine spark's job (files.JOB_CONF) for every target.
+    spark = spark_session(args.master, conf={"spark.ui.enabled": "false", **JOB_CONF})
     spark.sparkContext.setLogLevel("ERROR")
     session_seconds = time.perf_counter() - started
     images = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
@@ -224,7 +223,8 @@ def report(argv, args, results, session_seconds, partitions):
         "",
         f"{args.num_images} JPEGs of 224-500 px, models at 224 px with random weights, "
         f"batch {args.batch_size}, top_k {args.top_k}; Spark {pyspark.__version__} `{args.master}` "
-        f"({partitions} binaryFile partitions, Arrow batches of 256 rows), Python "
+        f"({partitions} binaryFile partitions; imgclf's job settings: Arrow batches of 256 rows, "
+        f"a file counted as 64 KB when packing tasks), Python "
         f"{platform.python_version()}, {os.cpu_count()} CPUs, load average after the run "
         f"{load[0]:.1f} (other programs share the cores). Median of {args.rounds} rounds, rotated "
         "order; a ratio is to the one-machine rate of the same round.",

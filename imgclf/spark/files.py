@@ -21,6 +21,7 @@ another job is replaced, or refused with `resume=True` (`--resume`); a killed jo
 and is run again. Readers should wait for `_SUCCESS`.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,9 +40,17 @@ KEY_FORMAT = "imgclf-spark-predictions-1"
 OUTPUT_SUFFIX = ".parquet"
 LIST_SUFFIXES = (".txt", ".lst", ".csv")
 _GLOB_CHARACTERS = "*?[{"
-#: Rows per Arrow batch sent to a Python worker: images are far larger than Spark's usual rows
-#: (its default is 10,000 rows, which at 224-500 px JPEGs is about 500 MB per batch).
-ARROW_RECORDS_PER_BATCH = 256
+#: Spark settings for the prediction job, made for images rather than Spark's usual rows.
+JOB_CONF = {
+    # Rows per Arrow batch sent to a Python worker: Spark's default of 10,000 is about 500 MB of
+    # 224-500 px JPEGs.
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "256",
+    # What opening a file counts as, in bytes read, when files are packed into tasks: Spark's
+    # 4 MB packs 32 JPEGs of 50 KB into a task, and each task starts a tf.data pipeline (about
+    # a second); 64 KB makes tasks of thousands of images, up to spark.sql.files.maxPartitionBytes
+    # (measured: bench/RESULTS.md, "Issue 13 §3: prediction on Spark").
+    "spark.sql.files.openCostInBytes": str(64 * 1024),
+}
 
 
 def image_glob():
@@ -107,14 +116,9 @@ def predict_files(model, inputs, output, master=None, top_k=5, batch_size=DEFAUL
 
     rows = _predictions(images, predictor, "content", "path", top_k, batch_size, bool(embeddings))
     skipped = _skipped_rows(spark, images, listed, predictor, embeddings)
-    arrow_batch = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    before = spark.conf.get(arrow_batch)
-    spark.conf.set(arrow_batch, str(min(int(before), ARROW_RECORDS_PER_BATCH)))
     started = time.monotonic()
-    try:
+    with job_conf(spark):
         rows.unionByName(skipped).write.mode("overwrite").parquet(output)
-    finally:
-        spark.conf.set(arrow_batch, before)
     seconds = time.monotonic() - started
     storage.write_json(f"{output}/{KEY_FILE}", key)
     written = spark.read.parquet(output)
@@ -138,6 +142,20 @@ def predict_files_cli(args):
                         top_k=args.top_k, batch_size=args.batch_size, embeddings=args.embeddings,
                         resume=args.resume))
     return 0
+
+
+@contextlib.contextmanager
+def job_conf(spark):
+    """Apply the settings of `JOB_CONF` that the session leaves at Spark's defaults (a user's
+    own value wins) for a job, and unset them afterwards."""
+    applied = [key for key in JOB_CONF if spark.conf.get(key, None) is None]
+    for key in applied:
+        spark.conf.set(key, JOB_CONF[key])
+    try:
+        yield
+    finally:
+        for key in applied:
+            spark.conf.unset(key)
 
 
 def _read_images(spark, storage, inputs):
