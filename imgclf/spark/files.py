@@ -120,14 +120,15 @@ def predict_files(model, inputs, output, master=None, top_k=5, batch_size=DEFAUL
     with job_conf(spark):
         rows.unionByName(skipped).write.mode("overwrite").parquet(output)
     seconds = time.monotonic() - started
-    storage.write_json(f"{output}/{KEY_FILE}", key)
     written = spark.read.parquet(output)
     count, errors = written.selectExpr("count(*)", f"count_if({columns.ERROR} != '')").first()
     if count != len(listed):
-        raise RuntimeError(
+        # No key: the same command runs the job again.
+        raise ValueError(
             f"the inputs changed while they were predicted: {len(listed)} files were listed, "
             f"{count} rows written to {output}; run again to predict the new list"
         )
+    storage.write_json(f"{output}/{KEY_FILE}", key)
     return (f"{count} files, {errors} errors in {seconds:.1f} s: {count / seconds:.1f} images/s; "
             f"wrote {output}")
 
