@@ -13,8 +13,8 @@ of the same round):
     local          `imgclf.prediction.predict_files(predictor, [folder], output=<x>.parquet)`:
                    the one-machine engine of `imgclf-predict`, model loaded beforehand
     spark_arrow    `imgclf.spark.predict(binaryFile(folder), model)` written to Parquet: what
-                   imgclf uses, `mapInArrow` with one `Predictor.predict_sources` per task
-    spark_pandas   the same function through `mapInPandas` (pandas DataFrames instead of Arrow)
+                   imgclf uses, `mapInArrow` with one `Predictor.predict_sources` per Arrow batch
+    spark_pandas   the same work through `mapInPandas` (pandas DataFrames instead of Arrow)
     spark_udf      `pyspark.ml.functions.predict_batch_udf` calling `Predictor.predict_encoded`
                    per batch of `--batch_size` (what Spark's documentation shows), struct
                    result expanded into the same columns
@@ -68,27 +68,20 @@ def save_model(model_type, base):
 # The alternatives to mapInArrow, written as a user would with imgclf's Predictor.
 
 def _pandas_batches(frames, model_path, fingerprint, top_k, batch_size):
-    """mapInPandas: the library's streaming function, fed pandas DataFrames."""
+    """mapInPandas: the library's function (a pipeline per batch of rows), fed pandas DataFrames."""
     import pandas as pd
 
     from imgclf.prediction import columns
-    from imgclf.spark.prediction import worker_models
+    from imgclf.spark.prediction import rows_per_pipeline, worker_models
 
     predictor = worker_models.get(model_path, fingerprint)
-
-    def sources():
-        for frame in frames:
-            for path, content in zip(frame["path"], frame["content"]):
-                yield path, content or b""
-
-    rows = []
-    for row in predictor.predict_sources(sources(), top_k=top_k, batch_size=batch_size):
-        rows.append(row)
-        if len(rows) == batch_size:
+    chunk_rows = rows_per_pipeline(batch_size)
+    for frame in frames:
+        for start in range(0, len(frame), chunk_rows):
+            chunk = frame.iloc[start:start + chunk_rows]
+            sources = [(path, content or b"") for path, content in zip(chunk["path"], chunk["content"])]
+            rows = list(predictor.predict_sources(sources, top_k=top_k, batch_size=batch_size))
             yield pd.DataFrame(rows, columns=list(columns.output_columns()))
-            rows = []
-    if rows:
-        yield pd.DataFrame(rows, columns=list(columns.output_columns()))
 
 
 def spark_pandas(images, predictor, top_k, batch_size):

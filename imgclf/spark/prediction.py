@@ -12,9 +12,9 @@ input row, computed by the one-machine `Predictor` (the decode and resize of `se
 Spark and `imgclf-predict --engine local` give the same predictions. An image that cannot be read
 is a row with its `error`, never a failed task.
 
-How it runs: the rows go to Python workers as Arrow record batches (`mapInArrow`: measured faster
-than `predict_batch_udf` and `mapInPandas`, bench/RESULTS.md "Issue 13 §3"), cut into batches of
-`batch_size`. Each Python worker loads the model once and keeps it for the tasks that follow
+How it runs: the rows go to Python workers as Arrow record batches (`mapInArrow`), each run
+through one decoding pipeline (`_predict_arrow_batches`; chosen by measurement against
+`predict_batch_udf` and `mapInPandas`, bench/RESULTS.md "Issue 13 §3"). Each Python worker loads the model once and keeps it for the tasks that follow
 (`_WorkerModels`, keyed by model path and fingerprint as pyspark's `ModelCache` keys by UUID); this
 relies on `spark.python.worker.reuse`, Spark's default. The driver resolves the model (a base path
 to its highest version) and reads its fingerprint once, so every executor predicts with the same
@@ -160,28 +160,29 @@ def _predict_arrow_batches(batches, model_path, fingerprint, image_col, path_col
                            batch_size, embeddings):
     """`mapInArrow`'s function: Arrow batches of `(path, image bytes)` in, prediction rows out.
 
-    A task's rows stream through one `Predictor.predict_sources` pipeline (parallel decoding in
-    `tf.data`, `batch_size` images per forward pass). Not `predict_encoded` per batch: each call
-    builds and traces a new pipeline, about 2 s on a busy 2-core machine.
+    Each Arrow batch (cut to `rows_per_pipeline(batch_size)` rows) is taken out of Arrow and run
+    through one `Predictor.predict_sources` pipeline (parallel decoding in `tf.data`,
+    `batch_size` images per forward pass). Measured (bench/RESULTS.md, "Issue 13 §3"): a task's
+    rows streamed through one pipeline whose generator pulls from Spark's input ran at 0.63-0.74
+    of the one-machine rate, lists of a batch (as `predict_batch_udf` gives) at 0.87-0.96.
     """
     import pyarrow as pa
 
     predictor = worker_models.get(model_path, fingerprint)
     schema = columns.output_schema(embeddings)
-
-    def sources():
-        for batch in batches:
-            # Element by element: a list of a whole Arrow batch's bytes would double its memory.
-            for path, content in zip(batch.column(path_col).to_pylist(), batch.column(image_col)):
-                # A null image is an empty one (None would mean "read the file at path").
-                yield path, content.as_py() or b""
-
-    rows = []
-    for row in predictor.predict_sources(sources(), top_k=top_k, embeddings=embeddings,
-                                         batch_size=batch_size):
-        rows.append(row)
-        if len(rows) == batch_size:
+    chunk_rows = rows_per_pipeline(batch_size)
+    for batch in batches:
+        for start in range(0, batch.num_rows, chunk_rows):
+            chunk = batch.slice(start, chunk_rows)
+            # A null image is an empty one (None would mean "read the file at path").
+            sources = [(path, content or b"") for path, content in zip(
+                chunk.column(path_col).to_pylist(), chunk.column(image_col).to_pylist())]
+            rows = list(predictor.predict_sources(sources, top_k=top_k, embeddings=embeddings,
+                                                  batch_size=batch_size))
             yield pa.RecordBatch.from_pylist(rows, schema=schema)
-            rows = []
-    if rows:
-        yield pa.RecordBatch.from_pylist(rows, schema=schema)
+
+
+def rows_per_pipeline(batch_size):
+    """Images per `tf.data` pipeline on a worker: starting one costs a few tenths of a second,
+    so at least 256 (and 4 forward passes); at most that many images' bytes are held twice."""
+    return max(256, 4 * batch_size)
