@@ -12,9 +12,12 @@ input row, computed by the one-machine `Predictor` (the decode and resize of `se
 Spark and `imgclf-predict --engine local` give the same predictions. An image that cannot be read
 is a row with its `error`, never a failed task.
 
-How it runs: the rows go to Python workers as Arrow record batches (`mapInArrow`), each run
-through one decoding pipeline (`_predict_arrow_batches`; chosen by measurement against
-`predict_batch_udf` and `mapInPandas`, bench/RESULTS.md "Issue 13 §3"). Each Python worker loads the model once and keeps it for the tasks that follow
+How it runs: Spark's own `pyspark.ml.functions.predict_batch_udf` hands the image column to
+Python workers in batches of `batch_size`, each predicted by `Predictor.predict_encoded` (one
+`tf.data` pipeline decoding in parallel, one forward pass). Chosen by measurement: on 2,000
+JPEGs at 224 px in `local[2]` it ran at 0.96-0.98 (LeNet) and 1.07 (MobileNetV3) of the
+one-machine engine, `mapInArrow` at 0.43-0.62 and 0.76, `mapInPandas` at 0.57-0.83
+(bench/RESULTS.md, "Issue 13 §3: prediction on Spark"). Each Python worker loads the model once and keeps it for the tasks that follow
 (`_WorkerModels`, keyed by model path and fingerprint as pyspark's `ModelCache` keys by UUID); this
 relies on `spark.python.worker.reuse`, Spark's default. The driver resolves the model (a base path
 to its highest version) and reads its fingerprint once, so every executor predicts with the same
@@ -94,16 +97,29 @@ def _driver_predictor(model_path):
 
 
 def _predictions(df, predictor, image_col, path_col, top_k, batch_size, embeddings):
-    """The lazy prediction DataFrame of `df` for a predictor the driver loaded."""
+    """The lazy prediction DataFrame of `df` for a predictor the driver loaded: Spark's
+    `predict_batch_udf` over the image column, its struct spread into the output's columns."""
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
+    from pyspark.sql.types import StructType
 
-    predict_batches = functools.partial(
-        _predict_arrow_batches, model_path=predictor.model_path,
-        fingerprint=predictor.fingerprint, image_col=image_col, path_col=path_col, top_k=top_k,
-        batch_size=batch_size, embeddings=embeddings,
-    )
     schema = from_arrow_schema(columns.output_schema(embeddings))
-    return df.select(path_col, image_col).mapInArrow(predict_batches, schema)
+    predicted = StructType([field for field in schema.fields if field.name != columns.PATH])
+    udf = predict_batch_udf(
+        functools.partial(_make_predict_fn, predictor.model_path, predictor.fingerprint, top_k,
+                          embeddings),
+        return_type=predicted, batch_size=batch_size,
+    )
+    result = df.select(F.col(path_col).alias(columns.PATH), udf(image_col).alias("_imgclf"))
+    read = F.col("_imgclf.error") == ""
+
+    def column(name):
+        value = F.col(f"_imgclf.`{name}`")
+        # An unread image's class and probability travel as "" and NaN (see _make_predict_fn).
+        return (F.when(read, value) if name in (columns.CLASS, columns.PROBABILITY) else value).alias(name)
+
+    return result.select(columns.PATH, *[column(name) for name in predicted.names])
 
 
 class _WorkerModels:
@@ -156,33 +172,33 @@ def _load_predictor(model_path, fingerprint):
 worker_models = _WorkerModels()
 
 
-def _predict_arrow_batches(batches, model_path, fingerprint, image_col, path_col, top_k,
-                           batch_size, embeddings):
-    """`mapInArrow`'s function: Arrow batches of `(path, image bytes)` in, prediction rows out.
+def _make_predict_fn(model_path, fingerprint, top_k, embeddings):
+    """`predict_batch_udf`'s `make_predict_fn`: this worker's predictor (loaded once, see
+    `_WorkerModels`) as a function of a batch of image bytes, giving a row dict per image.
 
-    Each Arrow batch (cut to `rows_per_pipeline(batch_size)` rows) is taken out of Arrow and run
-    through one `Predictor.predict_sources` pipeline (parallel decoding in `tf.data`,
-    `batch_size` images per forward pass). Measured (bench/RESULTS.md, "Issue 13 §3"): a task's
-    rows streamed through one pipeline whose generator pulls from Spark's input ran at 0.63-0.74
-    of the one-machine rate, lists of a batch (as `predict_batch_udf` gives) at 0.87-0.96.
+    `predict_batch_udf` checks that the first row's scalars are scalars, so an unread image's
+    class and probability (None) travel as "" and NaN, and are made null again by `_predictions`.
     """
-    import pyarrow as pa
+    import numpy as np
 
     predictor = worker_models.get(model_path, fingerprint)
-    schema = columns.output_schema(embeddings)
-    chunk_rows = rows_per_pipeline(batch_size)
-    for batch in batches:
-        for start in range(0, batch.num_rows, chunk_rows):
-            chunk = batch.slice(start, chunk_rows)
-            # A null image is an empty one (None would mean "read the file at path").
-            sources = [(path, content or b"") for path, content in zip(
-                chunk.column(path_col).to_pylist(), chunk.column(image_col).to_pylist())]
-            rows = list(predictor.predict_sources(sources, top_k=top_k, embeddings=embeddings,
-                                                  batch_size=batch_size))
-            yield pa.RecordBatch.from_pylist(rows, schema=schema)
+    names = columns.output_columns(embeddings)[1:]
+    placeholders = {columns.CLASS: "", columns.PROBABILITY: np.nan}
 
+    def predict(contents):
+        # A null image is None here, which predict_encoded reads as empty.
+        predicted = predictor.predict_encoded(list(contents), top_k=top_k, embeddings=embeddings)
+        rows = []
+        for i in range(len(contents)):
+            row = {}
+            for name in names:
+                value = predicted[name][i]
+                if isinstance(value, list):
+                    value = np.asarray(value)
+                elif value is None:
+                    value = placeholders[name]
+                row[name] = value
+            rows.append(row)
+        return rows
 
-def rows_per_pipeline(batch_size):
-    """Images per `tf.data` pipeline on a worker: starting one costs a few tenths of a second,
-    so at least 256 (and 4 forward passes); at most that many images' bytes are held twice."""
-    return max(256, 4 * batch_size)
+    return predict
