@@ -13,6 +13,7 @@ COMMANDS = {
     "imgclf-eval-serving": "--model_name",
     "imgclf-serve": "--model_base_path",
     "imgclf-cluster": "--num_workers",
+    "imgclf-predict": "--model_path",
 }
 
 

@@ -93,6 +93,11 @@ def test_train_save_reload_signatures_match_model(model_type, tmp_path, rng):
     np.testing.assert_allclose(numpy_out["output_0"].numpy(), expected, rtol=1e-5, atol=1e-5)
     # Callable on the reloaded object too, as the upstream project documents.
     np.testing.assert_allclose(loaded.predict_numpy_image(pixels).numpy(), expected, rtol=1e-5, atol=1e-5)
+    # Offline prediction's embeddings: the classifier head's input, from the same forward pass.
+    embedded = loaded.predict_embeddings(pixels)
+    np.testing.assert_allclose(embedded["logits"].numpy(), expected, rtol=1e-5, atol=1e-5)
+    head_input = keras.Model(model.inputs, model.get_layer("logits").input)(pixels)
+    np.testing.assert_allclose(embedded["embedding"].numpy(), head_input, rtol=1e-4, atol=1e-4)
 
     # PNG is lossless: the bytes signatures see exactly the same pixels.
     encoded = [encode_image(p) for p in pixels]

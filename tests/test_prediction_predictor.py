@@ -69,8 +69,8 @@ def test_embeddings_are_the_penultimate_layer(model_paths, tmp_path):
     images = np.stack([_decoded(content) for content in contents])
     expected = penultimate(images).numpy()
     assert np.asarray(saved["embedding"]).shape == (3, 84)
-    np.testing.assert_allclose(saved["embedding"], expected, atol=1e-4)
-    np.testing.assert_allclose(from_keras["embedding"], expected, atol=1e-4)
+    np.testing.assert_allclose(saved["embedding"], expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(from_keras["embedding"], expected, rtol=1e-4, atol=1e-4)
 
 
 def _decoded(content):
@@ -105,3 +105,36 @@ def test_highest_version_and_fingerprint(model_paths, tmp_path):
     assert predictor.fingerprint == Predictor.load(model_paths["version"]).fingerprint
     assert predictor.fingerprint.startswith("sha256:")
     assert Predictor.load(model_paths["keras"]).fingerprint != predictor.fingerprint
+
+
+def test_a_keras_file_predictor_outlives_garbage_collection(model_paths, tmp_path):
+    import gc
+
+    predictor = Predictor.load(model_paths["keras"])
+    gc.collect()  # a tf.function method holds its model weakly
+    contents = [open(path, "rb").read() for path in write_images(tmp_path, 2)]
+    columns = predictor.predict_encoded(contents, embeddings=True)
+    assert columns["error"] == ["", ""] and len(columns["embedding"][1]) == 84
+
+
+def test_a_model_without_a_head_saves_without_embeddings(tmp_path):
+    import keras
+
+    from imgclf import ImageClassifierModel
+
+    class PooledModel(ImageClassifierModel):  # logits straight from the pixels: no head
+        def create_model_io(self, input_shape, num_classes):
+            inputs = keras.Input(shape=input_shape)
+            return inputs, keras.layers.GlobalAveragePooling2D()(inputs)
+
+    PooledModel(input_shape=(8, 8, 3), num_classes=3).save(str(tmp_path / "1"))
+    predictor = Predictor.load(tmp_path)
+    assert not predictor.has_embeddings
+    image = open(write_images(tmp_path / "images", 1)[0], "rb").read()
+    assert predictor.predict_encoded([image])["error"] == [""]
+    with pytest.raises(ValueError) as caught:
+        predictor.predict_encoded([image], embeddings=True)
+    assert str(caught.value) == (
+        f"model_path '{tmp_path}/1' has no predict_embeddings function (saved by an imgclf "
+        "without it, or a network with no layer before its logits); save it again with "
+        "ImageClassifierModel.save, or use its .keras file")

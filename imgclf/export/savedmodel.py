@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+import logging
 import uuid
 
 import tensorflow as tf
@@ -22,6 +23,8 @@ import tensorflow as tf
 from imgclf.export.metadata import model_metadata, write_model_metadata
 from imgclf.export.signatures import MODULE_FUNCTIONS, SIGNATURE_FUNCTIONS, servable_signatures
 from imgclf.export.warmup import write_warmup_requests
+
+logger = logging.getLogger("imgclf.export")
 
 
 def save_servable(model, path, overwrite=True, options=None, metadata=None):
@@ -95,7 +98,16 @@ def servable_module(model):
     """
     module = tf.Module()
     module.model_variables = list(model.variables)
-    for method in (*SIGNATURE_FUNCTIONS.values(), *MODULE_FUNCTIONS):
+    for method in SIGNATURE_FUNCTIONS.values():
+        setattr(module, method, getattr(model, method))
+    for method in MODULE_FUNCTIONS:
+        try:
+            getattr(model, method).get_concrete_function()
+        except (AttributeError, IndexError, TypeError, ValueError) as error:
+            # An extra (embeddings) must never stop a save: a network whose classifier head
+            # cannot be found is saved without it, and offline prediction says so if asked.
+            logger.warning("saving %s without %s: %s", type(model).__name__, method, error)
+            continue
         setattr(module, method, getattr(model, method))
     return module
 

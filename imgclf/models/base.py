@@ -208,6 +208,9 @@ class ImageClassifierModel(keras.Model):
         while True:
             layer, node_index, _ = tensor._keras_history
             inputs = layer._inbound_nodes[node_index].input_tensors
+            if not inputs:
+                raise ValueError(f"{type(self).__name__} has no layer with weights before its "
+                                 "logits: it has no penultimate layer")
             if layer.weights or len(inputs) != 1:
                 return inputs[0]
             tensor = inputs[0]

@@ -37,6 +37,12 @@ DEFAULT_TOP_K = 5
 
 KERAS_SUFFIX = ".keras"
 
+#: Sources the pipeline takes from Python at a time.
+SOURCE_CHUNK = 256
+
+#: Decoded batches waiting for the model.
+PREFETCH_BATCHES = 2
+
 
 class Predictor:
     """A model ready to label images: its classes, its input size, and one forward pass.
@@ -83,8 +89,11 @@ class Predictor:
                     f"model_path '{path}' holds a {type(model).__name__}, not an imgclf "
                     "ImageClassifierModel"
                 )
-            return cls(path, model.class_names, model.image_size, file_fingerprint([path]),
-                       model.predict_numpy_image, model.predict_embeddings)
+            predictor = cls(path, model.class_names, model.image_size, file_fingerprint([path]),
+                            model.predict_numpy_image, model.predict_embeddings)
+            # A tf.function method holds its model weakly: the predictor keeps the model alive.
+            predictor._loaded = model
+            return predictor
         metadata_path = os.path.join(path, METADATA_FILE)
         if not tf.io.gfile.exists(metadata_path):
             raise ValueError(
@@ -156,9 +165,9 @@ class Predictor:
     def _check(self, top_k, embeddings):
         if embeddings and not self.has_embeddings:
             raise ValueError(
-                f"model_path '{self.model_path}' was saved without the predict_embeddings "
-                "function; re-save it with this imgclf (ImageClassifierModel.save) or use its "
-                ".keras file for embeddings"
+                f"model_path '{self.model_path}' has no predict_embeddings function (saved by "
+                "an imgclf without it, or a network with no layer before its logits); save it "
+                "again with ImageClassifierModel.save, or use its .keras file"
             )
         return _check_positive_int("top_k", top_k)
 
@@ -183,10 +192,16 @@ class Predictor:
         pending = collections.deque()
 
         def generate():
-            for element_id, (path, content) in enumerate(sources):
-                pending.append((element_id, path, content))
-                yield (element_id, "" if path is None else str(path),
-                       b"" if content is None else content, content is not None)
+            # In chunks: a Python generator costs per element it yields, a chunk is unbatched
+            # by tf.data.
+            chunk = []
+            for element in enumerate(sources):
+                chunk.append(element)
+                if len(chunk) == SOURCE_CHUNK:
+                    yield _chunk(chunk, pending)
+                    chunk = []
+            if chunk:
+                yield _chunk(chunk, pending)
 
         def load(element_id, path, content, has_content):
             image = tf.cond(has_content, lambda: decode_bytes(content), lambda: decode_file(path))
@@ -194,13 +209,16 @@ class Predictor:
 
         batches = (
             tf.data.Dataset.from_generator(generate, output_signature=(
-                tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string),
-                tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.bool),
+                tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.string),
+                tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.bool),
             ))
+            .unbatch()
             .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .ignore_errors()
             .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE)
+            # Two batches ahead keep the model busy; AUTOTUNE may grow the buffer towards its
+            # RAM budget (half the machine's memory) for no speed.
+            .prefetch(PREFETCH_BATCHES)
         )
 
         def failed(element):
@@ -285,6 +303,20 @@ def file_fingerprint(paths):
                     break
                 digest.update(chunk)
     return f"sha256:{digest.hexdigest()}"
+
+
+def _chunk(elements, pending):
+    """The arrays `from_generator` yields for `[(id, (path, content)), ...]`; each element is
+    also put in `pending`, the ids and sources in flight."""
+    ids, paths, contents, has_content = [], [], [], []
+    for element_id, (path, content) in elements:
+        pending.append((element_id, path, content))
+        ids.append(element_id)
+        paths.append("" if path is None else str(path))
+        contents.append(b"" if content is None else content)
+        has_content.append(content is not None)
+    return (np.array(ids, dtype=np.int64), np.array(paths, dtype=object),
+            np.array(contents, dtype=object), np.array(has_content, dtype=bool))
 
 
 def _name(path):
