@@ -7,3 +7,19 @@ barrier stage. An optional extra: `pip install imgclf[spark]`.
 
 The modules import pyspark; `import imgclf` and its other parts never do.
 """
+
+import importlib
+
+#: Names imported on first use (they import pyspark, TensorFlow). `predict` lives in
+#: `imgclf.spark.prediction`: a module named `predict` would shadow the function once imported.
+_HOMES = {
+    "predict": "imgclf.spark.prediction",
+    "predict_files_cli": "imgclf.spark.files",  # imgclf-predict --engine spark
+}
+__all__ = ["predict"]
+
+
+def __getattr__(name):
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'imgclf.spark' has no attribute {name!r}")
