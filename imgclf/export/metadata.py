@@ -61,8 +61,22 @@ def training_metadata(flags, datasets=None, validation_metrics=None, test_metric
             },
             "validation_metrics": _floats(validation_metrics),
             "test_metrics": _floats(test_metrics),
+            **launcher_metadata(),
         }
     }
+
+
+def launcher_metadata():
+    """`{"launcher": {...}}` from `$IMGCLF_LAUNCHER` (JSON), set by what started the training
+    (`imgclf.spark.train`: `{"name": "spark", "num_workers": 2, ...}`); `{}` when unset."""
+    text = os.environ.get("IMGCLF_LAUNCHER", "").strip()
+    if not text:
+        return {}
+    try:
+        launcher = json.loads(text)
+    except ValueError:
+        launcher = text
+    return {"launcher": launcher if isinstance(launcher, dict) else {"name": str(launcher)}}
 
 
 def dataset_summary(folder):
