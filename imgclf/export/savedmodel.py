@@ -20,7 +20,7 @@ import uuid
 import tensorflow as tf
 
 from imgclf.export.metadata import model_metadata, write_model_metadata
-from imgclf.export.signatures import SIGNATURE_FUNCTIONS, servable_signatures
+from imgclf.export.signatures import MODULE_FUNCTIONS, SIGNATURE_FUNCTIONS, servable_signatures
 from imgclf.export.warmup import write_warmup_requests
 
 
@@ -95,7 +95,7 @@ def servable_module(model):
     """
     module = tf.Module()
     module.model_variables = list(model.variables)
-    for method in SIGNATURE_FUNCTIONS.values():
+    for method in (*SIGNATURE_FUNCTIONS.values(), *MODULE_FUNCTIONS):
         setattr(module, method, getattr(model, method))
     return module
 

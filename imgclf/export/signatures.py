@@ -30,6 +30,11 @@ SIGNATURE_FUNCTIONS = {
     "serving_labels": "predict_labels",
 }
 
+#: The model's `tf.function`s a SavedModel keeps besides its signatures: callable on the object
+#: `tf.saved_model.load` returns, invisible to TF Serving. `predict_embeddings` serves offline
+#: prediction's embeddings (`imgclf.prediction`) without widening the serving contract.
+MODULE_FUNCTIONS = ("predict_embeddings",)
+
 
 def servable_signatures(model):
     """The concrete functions of `model`'s serving methods, keyed by signature name."""

@@ -186,6 +186,32 @@ class ImageClassifierModel(keras.Model):
             "probabilities": top.values,
         }
 
+    @tf.function(input_signature=[signatures.INPUT_TENSOR_SPEC])
+    def predict_embeddings(self, input_tensor):
+        """Logits and the penultimate layer's output for float32 images `[N, H, W, 3]`, 0-255.
+
+        Returns `{"logits": [N, num_classes], "embedding": [N, D]}` from one forward pass; the
+        embedding is what the classifier head reads (`embedding_tensor`), for search and
+        deduplication. Saved in the SavedModel as a function, not a signature (the serving
+        contract is unchanged): `tf.saved_model.load(path).predict_embeddings(images)`.
+        """
+        network = keras.Model(self.inputs, [self.outputs[0], self.embedding_tensor()])
+        logits, embedding = network(images.resize_images(input_tensor, self.image_size),
+                                    training=False)
+        return {"logits": logits, "embedding": tf.reshape(embedding, [tf.shape(embedding)[0], -1])}
+
+    def embedding_tensor(self):
+        """The penultimate layer's output: the input of the last layer with weights (the
+        classifier head), found by walking back from the logits past weightless layers such as
+        the float32 cast of mixed precision."""
+        tensor = self.outputs[0]
+        while True:
+            layer, node_index, _ = tensor._keras_history
+            inputs = layer._inbound_nodes[node_index].input_tensors
+            if layer.weights or len(inputs) != 1:
+                return inputs[0]
+            tensor = inputs[0]
+
     def save(self, filepath, overwrite=True, **kwargs):
         """Save the model.
 

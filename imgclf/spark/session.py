@@ -39,7 +39,8 @@ def spark_session(master=None, app_name="imgclf", conf=None):
 
     Args:
         master: a Spark master URL (`local[2]`, `spark://host:7077`, `yarn`, ...); None: the
-            active session if there is one (spark-submit, a notebook), else `local[*]`.
+            active session if there is one (a notebook), else spark-submit's master when
+            spark-submit started this program, else `local[*]`.
         app_name: the application's name, for a new session.
         conf: more Spark settings `{key: value}`, for a new session.
 
@@ -58,10 +59,14 @@ def spark_session(master=None, app_name="imgclf", conf=None):
                 f"cannot start one on '{master}' (stop it first, or pass master=None)"
             )
         return active
-    master = master or "local[*]"
-    if is_local_master(master):
-        prepare_local_workers()
-    builder = SparkSession.builder.master(master).appName(app_name)
+    if master is None and "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Started by spark-submit (or the pyspark shell): its --master, --name and --conf apply.
+        builder = SparkSession.builder
+    else:
+        master = master or "local[*]"
+        if is_local_master(master):
+            prepare_local_workers()
+        builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
