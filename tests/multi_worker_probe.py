@@ -1,6 +1,7 @@
 """One worker of a two-worker `fit` on loopback, for tests/test_distributed_keras_bug.py.
 
     python tests/multi_worker_probe.py INDEX PORT0,PORT1 keras|symbolic_build_only|imgclf
+    python tests/multi_worker_probe.py - - keras|imgclf     # TF_CONFIG already set (a Spark task)
 
 `keras`: a plain `keras.Model` (fails: keras-team/keras#20585); `symbolic_build_only`: with only
 imgclf's symbolic-build override (fails at the second place); `imgclf`: an
@@ -11,11 +12,13 @@ import json
 import os
 import sys
 
-index, ports, mode = int(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
-os.environ["TF_CONFIG"] = json.dumps({
-    "cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
-    "task": {"type": "worker", "index": index},
-})
+mode = sys.argv[3]
+if sys.argv[1] != "-":
+    index, ports = int(sys.argv[1]), sys.argv[2].split(",")
+    os.environ["TF_CONFIG"] = json.dumps({
+        "cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
+        "task": {"type": "worker", "index": index},
+    })
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
