@@ -43,8 +43,25 @@ def records(tmp_path_factory):
     return root
 
 
+def _parent(pid):
+    with open(f"/proc/{pid}/stat") as file:
+        return int(file.read().rsplit(")", 1)[1].split()[1])
+
+
+def _descends_from_this_test(pid):
+    try:
+        while pid > 1:
+            pid = _parent(pid)
+            if pid == os.getpid():
+                return True
+    except OSError:
+        pass
+    return False
+
+
 def _training_children():
-    """PIDs of the processes running a Spark worker's training (`-m imgclf.spark.training`)."""
+    """PIDs of this test's processes running a worker's training (`-m imgclf.spark.training`):
+    below this process, through Spark's JVM and its Python workers (others may train too)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -52,7 +69,7 @@ def _training_children():
                 argv = file.read().split(b"\0")
         except OSError:
             continue
-        if b"imgclf.spark.training" in argv and b"-m" in argv:
+        if b"imgclf.spark.training" in argv and b"-m" in argv and _descends_from_this_test(int(pid)):
             found.append(int(pid))
     return found
 
@@ -63,14 +80,28 @@ def _worker_index(pid):
     return json.loads(env[b"TF_CONFIG"])["task"]["index"]
 
 
-def _wait_until_gone(timeout=30):
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_until_gone(pids=(), timeout=30):
+    """The processes of `pids` still alive, and this test's training children, after waiting
+    for them to end (a child orphaned by its task's death would no longer be below this test)."""
     deadline = time.monotonic() + timeout
-    while _training_children() and time.monotonic() < deadline:
+
+    def running():
+        return sorted({pid for pid in pids if _alive(pid)} | set(_training_children()))
+
+    while running() and time.monotonic() < deadline:
         time.sleep(0.2)
-    return _training_children()
+    return running()
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_two_barrier_workers_train_a_servable_version_that_spark_predicts(records, tmp_path, capfd):
     spark = shared_spark_session()
     models = tmp_path / "models"
@@ -109,7 +140,7 @@ def test_two_barrier_workers_train_a_servable_version_that_spark_predicts(record
     assert right / len(rows) == pytest.approx(result.test_metrics["accuracy"], abs=0.02)
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_a_killed_worker_fails_the_stage_with_its_error_and_the_rerun_resumes(records, tmp_path,
                                                                               capfd):
     spark = shared_spark_session()
@@ -131,8 +162,9 @@ def test_a_killed_worker_fails_the_stage_with_its_error_and_the_rerun_resumes(re
     while not state.exists() and driver.is_alive() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert state.exists(), outcome
-    victims = [pid for pid in _training_children() if _worker_index(pid) == 1]
-    assert len(victims) == 1
+    children = _training_children()
+    victims = [pid for pid in children if _worker_index(pid) == 1]
+    assert len(children) == 2 and len(victims) == 1
     os.kill(victims[0], signal.SIGKILL)
     driver.join(timeout=300)
 
@@ -141,7 +173,7 @@ def test_a_killed_worker_fails_the_stage_with_its_error_and_the_rerun_resumes(re
     assert str(error).startswith("imgclf worker 1 of 2 was killed by signal 9 (SIGKILL); its last "
                                  "lines:\nimgclf.training: distribution: "), str(error)[:500]
     # Spark ended the other task, and its child with it: nothing runs any more.
-    assert _wait_until_gone() == []
+    assert _wait_until_gone(children) == []
     with open(state) as file:
         finished = json.load(file)["epoch"]
 
@@ -154,7 +186,7 @@ def test_a_killed_worker_fails_the_stage_with_its_error_and_the_rerun_resumes(re
     assert sorted(os.listdir(models / "LenetModel")) == ["1", "checkpoints", "logs"]
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1200)
 def test_plain_keras_fit_fails_in_the_barrier_stage_where_imgclf_trains():
     spark = shared_spark_session()
     with pytest.raises(SparkTrainingError) as failure:
@@ -173,3 +205,13 @@ def test_usage_errors_are_found_before_any_task_starts(tmp_path):
         train("LenetModel", tmp_path, tmp_path, tmp_path, distribution="mirrored")
     with pytest.raises(ValueError, match=r"^batch_size must be an integer of at least 1"):
         train("LenetModel", tmp_path, tmp_path, tmp_path, batch_size=0)
+
+
+def test_the_command_line_asks_for_spark_to_take_num_workers(capsys):
+    from imgclf.cli.train import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--train_dataset_path", "a", "--test_dataset_path", "b", "--num_workers", "2"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "error: --num_workers applies only with --distribution spark\n")
