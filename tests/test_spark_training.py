@@ -114,7 +114,7 @@ def test_two_barrier_workers_train_a_servable_version_that_spark_predicts(record
     assert len(result.history["val_accuracy"]) == result.phase_epochs[0] >= 1
     # The chief alone wrote, and left no backup; no child is left running.
     assert sorted(os.listdir(run_folder)) == ["1", "checkpoints", "logs"]
-    assert _wait_until_gone(5) == []
+    assert _wait_until_gone(timeout=5) == []
     # Both workers' output reached the driver.
     err = capfd.readouterr().err
     assert "[worker 0] imgclf.training: distribution: MultiWorkerMirroredStrategy: 2 replica(s) " \
