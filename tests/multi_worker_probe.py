@@ -2,6 +2,7 @@
 
     python tests/multi_worker_probe.py INDEX PORT0,PORT1 keras|symbolic_build_only|imgclf
     python tests/multi_worker_probe.py 0 - one_process
+    python tests/multi_worker_probe.py - - keras|imgclf     # TF_CONFIG already set (a Spark task)
 
 `keras`: a plain `keras.Model` (fails: keras-team/keras#20585); `symbolic_build_only`: with only
 imgclf's symbolic-build override (fails at the second place); `imgclf`: an
@@ -14,8 +15,9 @@ import json
 import os
 import sys
 
-index, ports, mode = int(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
-if mode != "one_process":
+mode = sys.argv[3]
+if sys.argv[1] != "-" and mode != "one_process":
+    index, ports = int(sys.argv[1]), sys.argv[2].split(",")
     os.environ["TF_CONFIG"] = json.dumps({
         "cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
         "task": {"type": "worker", "index": index},

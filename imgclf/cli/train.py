@@ -73,9 +73,13 @@ parser.add_argument("--cache", default=None, metavar="memory|DIR",
                          "instead of decoding every epoch (default: decode every epoch)")
 parser.add_argument("--jit_compile", action="store_true",
                     help="compile the training step with XLA (default: Keras' choice, on only with a GPU)")
-parser.add_argument("--distribution", default="auto", choices=("auto", "none", "mirrored", "multi_worker"),
+parser.add_argument("--distribution", default="auto",
+                    choices=("auto", "none", "mirrored", "multi_worker", "spark"),
                     help="auto: multi_worker when TF_CONFIG names a cluster, mirrored with 2+ GPUs, "
-                         "else none (default: auto)")
+                         "else none; spark: --num_workers tasks of a Spark barrier stage, the "
+                         "session of spark-submit or a local one (default: auto)")
+parser.add_argument("--num_workers", type=int, default=None,
+                    help="with --distribution spark: how many workers (Spark tasks); default 2")
 parser.add_argument("--restart", action="store_true",
                     help="discard the backup of an interrupted run instead of resuming it")
 
@@ -104,12 +108,15 @@ def config_from_args(args):
         class_weight=None if args.class_weight == "none" else args.class_weight,
         split_ratio=args.split_ratio, seed=args.seed, mixed_precision=args.mixed_precision,
         jit_compile=True if args.jit_compile else "auto", model_kwargs=model_kwargs,
-        cache=args.cache, distribution=args.distribution, restart=args.restart,
+        cache=args.cache, restart=args.restart,
+        distribution="multi_worker" if args.distribution == "spark" else args.distribution,
     )
 
 
 def main(argv=None):
     args = parser.parse_args(argv)
+    if args.num_workers is not None and args.distribution != "spark":
+        parser.error("--num_workers applies only with --distribution spark")
 
     def work():
         import logging
@@ -119,9 +126,14 @@ def main(argv=None):
         # The strategy, global batch and learning-rate scaling are logged when training starts.
         logging.basicConfig(format="%(name)s: %(message)s")
         logging.getLogger("imgclf.training").setLevel(logging.INFO)
+        if args.distribution == "spark":
+            from imgclf.spark import train
+            kwargs = {"num_workers": 2 if args.num_workers is None else args.num_workers}
+        else:
+            kwargs = {}
         result = train(
             args.model_type, args.train_dataset_path, args.test_dataset_path,
-            args.model_folder_path, config_from_args(args),
+            args.model_folder_path, config_from_args(args), **kwargs,
         )
         if result.export_path is None:
             print("worker done: the chief saved the model")

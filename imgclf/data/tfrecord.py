@@ -87,36 +87,76 @@ def convert_folder(folder, output_dir, shard_size_mb=DEFAULT_SHARD_SIZE_MB, num_
     if num_shards is None:
         # At least shard_size_mb each: never more shards than full ones.
         num_shards = max(1, int(total_bytes // (shard_size_mb * 2**20)))
-    num_shards = min(num_shards, max(1, len(positions)))
-    order = np.random.default_rng(seed).permutation(positions)
-    names = [f"data-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
+    members_of = deal_into_shards(positions, num_shards, seed)
+    names = shard_file_names(len(members_of))
     os.makedirs(output_dir, exist_ok=True)
     shards = []
-    for shard_index, name in enumerate(names):
-        members = [int(i) for i in order[shard_index::num_shards]]
+    for name, members in zip(names, members_of):
         with tf.io.TFRecordWriter(os.path.join(output_dir, name + ".partial")) as writer:
             for i in members:
                 with open(paths[i], "rb") as file:
                     encoded = file.read()
-                writer.write(_example(encoded, labels[i], _relative(paths[i], folder), i))
+                writer.write(encode_record(encoded, labels[i], _relative(paths[i], folder), i))
         shards.append({"file": name, "indices": members})
     for name in names:
         os.replace(os.path.join(output_dir, name + ".partial"), os.path.join(output_dir, name))
+    # By listing position: the folder's relative paths (null where left out) and labels.
+    files = [_relative(path, folder) if path not in known else None for path in paths]
+    # [position, relative path] of the files left out: they still take part in the split, so
+    # that the records split as the folder does (imgclf.data.split).
+    left_out = [[i, _relative(path, folder)] for i, path in enumerate(paths) if path in known]
+    return write_layout(output_dir, class_names, files, labels, shards, left_out=left_out)
+
+
+def deal_into_shards(positions, num_shards, seed=0):
+    """The members of each shard: `positions` shuffled with `seed`, dealt like cards.
+
+    At most one shard per position (and at least one). The same positions, count and seed give
+    the same shards, whichever writer (`convert_folder`, `imgclf.spark.write_tfrecords`) deals.
+
+        >>> deal_into_shards([0, 1, 2, 3, 4], 2, seed=0)
+        [[2, 3, 1], [4, 0]]
+    """
+    num_shards = min(num_shards, max(1, len(positions)))
+    order = np.random.default_rng(seed).permutation(np.asarray(positions, dtype=np.int64))
+    return [[int(i) for i in order[shard_index::num_shards]] for shard_index in range(num_shards)]
+
+
+def shard_file_names(num_shards):
+    """`data-00000-of-00008.tfrecord`, ...: the names of a data set's `num_shards` shard files."""
+    return [f"data-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
+
+
+def write_layout(output_dir, class_names, files, labels, shards, **extra):
+    """Write `tfrecords.json` into `output_dir` (beside, then renamed) and return the layout.
+
+    Args:
+        class_names: the class names, in label order.
+        files, labels: by record index: each record's relative path (None for an image left
+            out) and label.
+        shards: `[{"file": name, "indices": [record indices, in the file's order]}, ...]`.
+        extra: more JSON entries (e.g. the images found unreadable and why).
+
+    The layout also counts the records written per class (`class_counts`).
+    """
+    counts = {name: 0 for name in class_names}
+    for entry in shards:
+        for i in entry["indices"]:
+            counts[class_names[labels[i]]] += 1
     layout = {
         "format": LAYOUT_FORMAT,
-        "class_names": class_names,
-        "num_examples": len(positions),
-        # By listing position: the folder's relative paths and labels (null where left out).
-        "files": [_relative(path, folder) if path not in known else None
-                  for path in paths],
+        "class_names": list(class_names),
+        "num_examples": sum(len(entry["indices"]) for entry in shards),
+        "class_counts": counts,
+        "files": list(files),
         "labels": [int(label) for label in labels],
-        # [position, relative path] of the files left out: they still take part in the split,
-        # so that the records split as the folder does (imgclf.data.split).
-        "left_out": [[i, _relative(path, folder)] for i, path in enumerate(paths) if path in known],
         "shards": shards,
+        **extra,
     }
-    with open(os.path.join(output_dir, LAYOUT_FILE), "w", encoding="utf-8") as file:
+    path = os.path.join(os.fspath(output_dir), LAYOUT_FILE)
+    with open(path + ".partial", "w", encoding="utf-8") as file:
         json.dump(layout, file)
+    os.replace(path + ".partial", path)
     return layout
 
 
@@ -124,7 +164,14 @@ def _relative(path, folder):
     return os.path.relpath(path, folder).replace(os.sep, "/")
 
 
-def _example(encoded, label, filename, index):
+def encode_record(encoded, label, filename, index):
+    """One record of the layout: a serialized `tf.train.Example` of an image file's bytes.
+
+    Args:
+        encoded: the image file's own bytes (not decoded).
+        label: its class index; filename: its path relative to the data set (`"cat/1.png"`);
+        index: its position in the layout's `files` and `labels`.
+    """
     def bytes_feature(value):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 

@@ -67,6 +67,7 @@ def training_metadata(flags, datasets=None, validation_metrics=None, test_metric
         "datasets": {name: dataset_summary(folder) for name, folder in (datasets or {}).items()},
         "validation_metrics": _floats(validation_metrics),
         "test_metrics": _floats(test_metrics),
+        **launcher_metadata(),
     }
     if distribution is not None:
         training["distribution"] = _jsonable(distribution)
@@ -120,6 +121,19 @@ def run_distribution(plan, strategy_plan):
         "learning_rate": plan.learning_rate,
         "fine_tune_learning_rate": plan.fine_tune_learning_rate if plan.fine_tune_epochs else None,
     }
+
+
+def launcher_metadata():
+    """`{"launcher": {...}}` from `$IMGCLF_LAUNCHER` (JSON), set by what started the training
+    (`imgclf.spark.train`: `{"name": "spark", "num_workers": 2, ...}`); `{}` when unset."""
+    text = os.environ.get("IMGCLF_LAUNCHER", "").strip()
+    if not text:
+        return {}
+    try:
+        launcher = json.loads(text)
+    except ValueError:
+        launcher = text
+    return {"launcher": launcher if isinstance(launcher, dict) else {"name": str(launcher)}}
 
 
 def dataset_summary(folder):
