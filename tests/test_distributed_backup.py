@@ -108,3 +108,29 @@ def test_phase_backup_restores_weights_optimizer_and_epoch(tmp_path):
     assert os.path.isdir(tmp_path / "backup")  # kept until the restarted run starts training
     assert restarted.pin({"model": "m"}, lambda: 9) == 9
     assert sorted(os.listdir(tmp_path / "backup")) == ["run.json"]
+
+
+def test_the_weights_are_on_disk_before_state_json_names_them(tmp_path, monkeypatch):
+    """A power cut after `state.json` was replaced must not find it naming unwritten weights."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        real_fsync(fd)
+
+    def replace(source, target):
+        events.append(("replace", os.path.basename(target)))
+        real_replace(source, target)
+
+    model = _tiny_model()
+    backup = RunBackup(tmp_path / "backup")
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    backup.phase("train").save(model, 1, best_weights=model.get_weights())
+
+    state = events.index(("replace", "state.json"))
+    for name in ("epoch-0001.weights.h5", "best-0001.npz"):
+        renamed = events.index(("replace", name))
+        assert ("fsync", ".staging." + name) in events[:renamed]  # the file's bytes
+        assert ("fsync", "train") in events[renamed:state]  # its name in the folder
