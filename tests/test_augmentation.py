@@ -59,3 +59,17 @@ def test_random_resized_crop_magnifies_a_part_of_each_image():
     spans = cropped[:, 16, -1, 0] - cropped[:, 16, 0, 0]
     assert np.all(spans < 255.0) and np.all(spans > 0)
     assert len(set(np.round(spans, 3))) == 6
+
+
+def test_an_epochs_draws_depend_on_the_epoch_not_on_earlier_epochs(rng):
+    """A run resumed at epoch 3 draws epoch 3's augmentation, not epoch 0's (issue 12 §3)."""
+    _, dataset = batches(rng)
+    unkilled = augment_dataset(dataset, "light", seed=7)
+    drawn = []
+    for epoch in range(4):
+        unkilled.start_epoch(epoch)
+        drawn.append(epochs(unkilled, 1)[0][0])
+    resumed = augment_dataset(dataset, "light", seed=7)
+    resumed.start_epoch(3)
+    np.testing.assert_array_equal(epochs(resumed, 1)[0][0], drawn[3])
+    assert not np.allclose(drawn[3], drawn[0])

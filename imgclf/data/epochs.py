@@ -34,7 +34,8 @@ class EpochCounter:
         self.variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
 
     def start(self, epoch):
-        """The next iteration of the data set is epoch `epoch` (0-based, counted across phases)."""
+        """The next iteration of the data set is epoch `epoch` (0-based, counted across phases);
+        without a call, each iteration is the epoch after the previous one."""
         self.variable.assign(int(epoch))
 
 
@@ -43,9 +44,11 @@ def shuffle_by_epoch(elements, buffer_size, seed, counter):
     `counter`'s epoch when an iteration starts, not on how many iterations came before."""
 
     def one_epoch(_):
-        # Mixed in the graph (a hash would need the value in Python): distinct for distinct
-        # (seed, epoch) up to 2**31 epochs.
-        epoch_seed_tensor = tf.constant(int(seed) * 1_000_003 % 2**31, tf.int64) + counter.variable
+        # This iteration is epoch `counter`, and the next one the epoch after (so a data set
+        # iterated without `start` still reshuffles every time). Mixed in the graph (a hash
+        # would need the value in Python): distinct for distinct (seed, epoch).
+        epoch = counter.variable.assign_add(1) - 1
+        epoch_seed_tensor = tf.constant(int(seed) * 1_000_003 % 2**31, tf.int64) + epoch
         return elements.shuffle(buffer_size, seed=epoch_seed_tensor, reshuffle_each_iteration=False)
 
     return tf.data.Dataset.from_tensors(0).flat_map(one_epoch)
