@@ -74,7 +74,8 @@ parser.add_argument("--distribution", default="auto", choices=("auto", "none", "
                     help="auto: multi_worker when TF_CONFIG names a cluster, mirrored with 2+ GPUs, "
                          "else none (default: auto)")
 parser.add_argument("--restart", action="store_true",
-                    help="discard the backup of an interrupted run instead of resuming it")
+                    help="discard the backup of an interrupted run instead of resuming it (a re-run "
+                         "with other settings is refused without it; see docs/resume.md)")
 
 
 def config_from_args(args):

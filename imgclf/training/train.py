@@ -7,20 +7,25 @@
     >>> config = TrainingConfig(num_epochs=20, fine_tune_epochs=10, model_kwargs={"weights": "imagenet"})
     >>> result = train("MobileNetV2Model", "data/train", "data/test", "models", config)
 
-What `train` does, in order: check every option and the model's arguments (before any image
-is decoded); seed everything (`keras.utils.set_random_seed`); read the data; build and compile
-the model (`build_model`); phase 1, `fit`; for a pretrained backbone, phase 2: unfreeze the
-backbone (`start_fine_tuning`), recompile with a ten times lower learning rate, `fit` again;
-keep the best weights of both phases; evaluate them on the validation and test sets; save the
-SavedModel (with how it was made in `assets.extra/imgclf.json`) and, if asked, a LiteRT file;
-log the test confusion matrix to TensorBoard.
+What `train` does, in order, one step per function around a `TrainingRun` (the run's state:
+identity, version, phase, best): check every option and the model's arguments, take the model
+folder's lock and check the run against an interrupted run's backup (`TrainingRun.begin`, all
+before any image is decoded); seed everything and read the data (`prepare_data`); build and
+compile the model (`build_model`); pin the run's identity and version in the backup
+(`TrainingRun.pin`); phase 1, `fit`; for a pretrained backbone, phase 2: unfreeze the backbone
+(`start_fine_tuning`), recompile with a ten times lower learning rate, `fit` again; keep the
+best weights of both phases (`train_phases`, `run_phase`, each phase resumable); evaluate them
+on the validation and test sets (`evaluate`); save the SavedModel (with how it was made in
+`assets.extra/imgclf.json`) and, if asked, a LiteRT file, and log the test confusion matrix to
+TensorBoard (`export`). Resume and identity: docs/resume.md.
 
 The layout written under `model_folder_path/<ClassName>/`:
 `<version>/` (the best weights as a SavedModel, the base path TF Serving watches; by default the
 next free version, so a re-run never replaces the version a server is serving),
 `<version>.tflite` and `<version>.labels.txt` (with `export_litert`),
-`checkpoints/best/` (a servable SavedModel after each improving epoch, across both phases) and
-`logs/` (TensorBoard). TF Serving ignores the non-numeric folders.
+`checkpoints/best/` (a servable SavedModel after each improving epoch, across both phases),
+`logs/` (TensorBoard), and while a run is unfinished `backup/` and `.backup.lock`
+(`imgclf.training.backup`). TF Serving ignores the non-numeric folders.
 """
 
 import dataclasses
