@@ -100,16 +100,13 @@ def test_a_rerun_with_other_flags_or_version_is_refused_before_any_work(data, tm
               model_version=7, **OPTIONS)
     assert snapshot(models) == before
 
-    # The original flags resume it; --restart instead starts afresh and writes what it asks.
-    resumed = train("LenetModel", data / "two" / "train", data / "two" / "test", models,
-                    **OPTIONS)
-    assert resumed.export_path == str(models / "LenetModel" / "1")
-    assert resumed.phase_epochs == [2]
-    crashed_run(data, models)
+    # --restart discards it and writes the version it asks for (the original flags would
+    # resume it: test_a_concurrent_run_...).
     restarted = train("LenetModel", data / "two" / "train", data / "two" / "test", models,
                       model_version=7, learning_rate=0.05, seed=1, restart=True, **OPTIONS)
     assert restarted.export_path == str(models / "LenetModel" / "7")
-    assert not os.path.exists(backup)
+    assert restarted.phase_epochs == [2]
+    assert sorted(os.listdir(models / "LenetModel")) == ["7", "checkpoints", "logs"]
 
 
 def test_a_rerun_on_data_with_other_classes_names_restart(data, tmp_path):
@@ -163,4 +160,5 @@ def test_a_concurrent_run_in_the_same_model_folder_is_refused_and_destroys_nothi
     resumed = train("LenetModel", data / "two" / "train", data / "two" / "test", models,
                     **OPTIONS)
     assert resumed.export_path == str(models / "LenetModel" / "1")
+    assert resumed.phase_epochs == [2]  # the epoch before the crash counts
     assert not os.path.exists(models / "LenetModel" / ".backup.lock")
