@@ -114,3 +114,16 @@ def test_training_batches_are_augmented_and_evaluated_batches_are_not(tmp_path):
     assert len(trained) >= 8 and len(evaluated) >= 4
     assert all(image.tobytes() in files for image in evaluated)   # as decoded
     assert not any(image.tobytes() in files for image in trained)  # every one augmented
+
+def test_an_epochs_draws_depend_on_the_epoch_not_on_earlier_epochs(rng):
+    """A run resumed at epoch 3 draws epoch 3's augmentation, not epoch 0's (issue 12 §3)."""
+    _, dataset = batches(rng)
+    unkilled = augment_dataset(dataset, "light", seed=7)
+    drawn = []
+    for epoch in range(4):
+        unkilled.start_epoch(epoch)
+        drawn.append(epochs(unkilled, 1)[0][0])
+    resumed = augment_dataset(dataset, "light", seed=7)
+    resumed.start_epoch(3)
+    np.testing.assert_array_equal(epochs(resumed, 1)[0][0], drawn[3])
+    assert not np.allclose(drawn[3], drawn[0])

@@ -456,3 +456,15 @@ def test_class_with_only_unreadable_files(tmp_path, caplog):
     assert [record.getMessage() for record in caplog.records] == [
         f"skipping unreadable image '{tmp_path / 'b' / 'x.png'}': Input is empty."
     ] * 2
+
+
+def test_an_epochs_order_depends_on_the_epoch_not_on_earlier_iterations(tmp_path):
+    """A run resumed at epoch 2 in a new process must not replay epoch 0's order (issue 12 §3)."""
+    write_dataset(tmp_path, {"a": 10, "b": 10})
+    unkilled, _ = create_train_val_datasets(tmp_path, (16, 16), 32, seed=3)
+    orders = [pixel_levels(unkilled) for _ in range(3)]
+    resumed, _ = create_train_val_datasets(tmp_path, (16, 16), 32, seed=3)
+    resumed.start_epoch(2)
+    assert pixel_levels(resumed) == orders[2] != orders[0]
+    resumed.start_epoch(0)
+    assert pixel_levels(resumed) == orders[0]

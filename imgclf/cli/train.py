@@ -81,7 +81,8 @@ parser.add_argument("--distribution", default="auto",
 parser.add_argument("--num_workers", type=int, default=None,
                     help="with --distribution spark: how many workers (Spark tasks); default 2")
 parser.add_argument("--restart", action="store_true",
-                    help="discard the backup of an interrupted run instead of resuming it")
+                    help="discard the backup of an interrupted run instead of resuming it (a re-run "
+                         "with other settings is refused without it; see docs/resume.md)")
 
 
 def config_from_args(args):

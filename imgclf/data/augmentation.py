@@ -17,7 +17,8 @@ standard   25-100 %, aspect 3/4-4/3    left-  up to +-18 deg  +-20 %      +-20 %
                                        right
 =========  ==========================  =====  ==============  ==========  ========
 
-With a `seed` the augmented batches repeat from run to run; every epoch draws new ones. The random
+With a `seed` the augmented batches repeat from run to run; every epoch draws new ones, from
+(seed, epoch) once training calls `dataset.start_epoch(epoch)` (a resumed run does not replay). The random
 choices are drawn batch after batch; the transforms themselves run in parallel.
 """
 
@@ -27,6 +28,7 @@ import math
 import keras
 import tensorflow as tf
 
+from imgclf.data.epochs import epoch_seed, reseed_layers
 from imgclf.data.pipeline import keep_attributes
 
 
@@ -69,7 +71,19 @@ def augment_dataset(dataset, level="light", seed=None):
         lambda images, labels, transforms: (augmenter.apply(images, transforms), labels),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
     )
-    return keep_attributes(dataset, augmented.prefetch(tf.data.AUTOTUNE))
+    augmented = keep_attributes(dataset, augmented.prefetch(tf.data.AUTOTUNE))
+    if seed is not None:
+        augmented.start_epoch = _starting_both(getattr(dataset, "start_epoch", None), augmenter)
+    return augmented
+
+
+def _starting_both(start_data_epoch, augmenter):
+    def start_epoch(epoch):
+        if start_data_epoch is not None:
+            start_data_epoch(epoch)
+        augmenter.start_epoch(epoch)
+
+    return start_epoch
 
 
 class ImageAugmenter:
@@ -96,6 +110,7 @@ class ImageAugmenter:
             tf.random.Generator.from_non_deterministic_state() if seed is None
             else tf.random.Generator.from_seed(seed)
         )
+        self.seed = seed
         seeds = [None if seed is None else seed + i for i in range(1, 5)]
         self.layers = {
             "flip": keras.layers.RandomFlip("horizontal", seed=seeds[0]),
@@ -106,6 +121,16 @@ class ImageAugmenter:
             "contrast": keras.layers.RandomContrast(policy.contrast, value_range=(0, 255),
                                                     seed=seeds[3]),
         }
+
+    def start_epoch(self, epoch):
+        """Draw epoch `epoch`'s choices from now on: a function of (seed, epoch) only, so a run
+        resumed at `epoch` draws what it would have drawn unkilled (`imgclf.data.epochs`).
+
+        Only with a seed; call it before the epoch's batches are drawn."""
+        if self.policy is None or self.seed is None:
+            return
+        self.generator.reset_from_seed(epoch_seed(self.seed, epoch, "crop"))
+        reseed_layers(self.layers.values(), self.seed, epoch, "augment")
 
     def draw(self, images):
         """The random choices for a batch: crop boxes and each layer's transformation."""

@@ -39,6 +39,7 @@ from imgclf.data.pipeline import (
     image_decoder,
     worker_cache,
 )
+from imgclf.data.epochs import EpochCounter, shuffle_by_epoch
 from imgclf.data.split import check_split_ratio, shard, stratified_split
 from imgclf.data.verdicts import VerdictStore
 from imgclf.images import IMAGE_EXTENSIONS
@@ -278,9 +279,11 @@ def _folder_dataset(folder, store, paths, labels, class_names, image_size, batch
         tf.constant(paths, dtype=tf.string),
         tf.constant(labels, dtype=tf.int32),
     ))
+    counter = EpochCounter()
     if shuffle_seed is not None:
-        # Shuffling the file names, not the images, makes a full shuffle buffer cheap.
-        elements = elements.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+        # Shuffling the file names, not the images, makes a full shuffle buffer cheap. The order
+        # is a function of (seed, epoch): a resumed run does not replay epoch 0's.
+        elements = shuffle_by_epoch(elements, len(paths), shuffle_seed, counter)
     dataset = decoded_batches(
         elements, decoder, image_size, batch_size, check,
         shuffle_seed=shuffle_seed, cache=cache,
@@ -289,6 +292,7 @@ def _folder_dataset(folder, store, paths, labels, class_names, image_size, batch
     dataset.class_names = list(class_names)
     dataset.file_paths = file_paths
     dataset.first_pass_check = check
+    dataset.start_epoch = counter.start
     return dataset
 
 

@@ -338,7 +338,7 @@ def decoded_batches(elements, load, image_size, batch_size, check, shuffle_seed=
 
 #: What an imgclf data set carries besides its elements (see `keep_attributes`).
 DATASET_ATTRIBUTES = ("class_names", "file_paths", "first_pass_check", "opened_shard_files",
-                      "records_per_pipeline")
+                      "records_per_pipeline", "start_epoch")
 
 
 def keep_attributes(source, derived):

@@ -37,6 +37,7 @@ from imgclf.data.pipeline import (
     image_decoder,
     worker_cache,
 )
+from imgclf.data.epochs import EpochCounter, shuffle_by_epoch
 from imgclf.data.split import check_split_ratio, shard, stratified_split
 from imgclf.data.tfrecord import read_layout
 
@@ -211,10 +212,12 @@ def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role
         return tf.ensure_shape(tf.py_function(attempt, [path], tf.string), [])
 
     shard_files = tf.data.Dataset.from_tensor_slices(shard_paths)
+    counter = EpochCounter()
     if shuffle_seed is not None:
+        # Orders from (seed, epoch), as for folders (`imgclf.data.epochs`); the interleave is
+        # not deterministic, so a resumed run gets a new order, not epoch 0's again.
         records = (
-            shard_files
-            .shuffle(len(shard_paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+            shuffle_by_epoch(shard_files, len(shard_paths), shuffle_seed, counter)
             .map(opening)
             .interleave(
                 lambda path: tf.data.TFRecordDataset(path, buffer_size=8 * 2**20),
@@ -231,8 +234,8 @@ def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role
         lambda index, encoded, label: tf.gather(member, index)
     )
     if shuffle_seed is not None:
-        elements = elements.shuffle(
-            min(len(ids), RECORD_SHUFFLE_BUFFER), seed=shuffle_seed, reshuffle_each_iteration=True
+        elements = shuffle_by_epoch(
+            elements, min(len(ids), RECORD_SHUFFLE_BUFFER), shuffle_seed + 1, counter
         )
     cache_name = role
     if cache not in (None, "memory"):
@@ -249,6 +252,7 @@ def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role
     dataset.file_paths = file_paths
     dataset.first_pass_check = check
     dataset.opened_shard_files = opened
+    dataset.start_epoch = counter.start
     return dataset
 
 

@@ -134,27 +134,27 @@ class ImageClassifierModel(keras.Model):
     def from_config(cls, config, custom_objects=None):
         return cls(**config)
 
-    # Keras 3 cannot `fit` under MultiWorkerMirroredStrategy (keras-team/keras#20585); these
-    # three overrides make it work and do nothing otherwise. Why and how: imgclf/training/
-    # multi_worker_fit.py.
+    # Keras 3 cannot `fit` under MultiWorkerMirroredStrategy (keras-team/keras#20585): the
+    # fix lives in imgclf/training/multi_worker_fit.py; these hooks only hand over to it, and
+    # do nothing in any other setting. (Methods here rather than a mixin class from
+    # imgclf.training: as a base class it would be imported with this module, and importing
+    # the training package imports the models: a cycle.)
 
     def train_step(self, data):
         from imgclf.training import multi_worker_fit
 
-        return multi_worker_fit.rank1_logs(self.distribute_strategy, super().train_step(data))
+        return multi_worker_fit.train_step(self, super().train_step, data)
 
     def test_step(self, data):
         from imgclf.training import multi_worker_fit
 
-        return multi_worker_fit.rank1_logs(self.distribute_strategy, super().test_step(data))
+        return multi_worker_fit.test_step(self, super().test_step, data)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         from imgclf.training import multi_worker_fit
 
-        strategy = self.distribute_strategy
-        if iterator is not None and multi_worker_fit.in_multi_worker_mode(strategy):
-            iterator, data_batch = None, multi_worker_fit.symbolic_build_batch(strategy, iterator)
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        return multi_worker_fit.symbolic_build(self, super()._maybe_symbolic_build, iterator,
+                                               data_batch)
 
     # The serving functions. They are the SavedModel's signatures and stay callable on the model
     # object reloaded by `tf.saved_model.load`; a server calls them through the signatures.

@@ -2,8 +2,9 @@
 
 `imgclf.training.config` (options and their check), `imgclf.training.phases` (build and
 compile, fine-tune, fit), `imgclf.training.train` (a whole run), `imgclf.training.callbacks`,
-`imgclf.training.schedules`, `imgclf.training.losses`, and for several devices or machines
-`imgclf.training.strategies`, `imgclf.training.distributed`, `imgclf.training.backup` and
+`imgclf.training.schedules`, `imgclf.training.losses`, resuming a killed run
+(`imgclf.training.backup`, `imgclf.training.identity`; docs/resume.md), and for several devices
+or machines `imgclf.training.strategies`, `imgclf.training.distributed` and
 `imgclf.training.multi_worker_fit`.
 """
 

@@ -13,6 +13,7 @@ import os
 
 import keras
 
+from imgclf.data.epochs import reseed_layers
 from imgclf.models.base import ImageClassifierModel
 
 
@@ -50,3 +51,52 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
                 f"received a {type(model).__name__}: use a .keras filepath for other models"
             )
         super().set_model(model)
+
+
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' `EarlyStopping` that can go on where a killed run's left off.
+
+        >>> stopping = EarlyStopping(monitor="val_accuracy", patience=3, restore_best_weights=True)
+        >>> stopping.resume({"wait": 1, "best": 0.9, "best_epoch": 4, "stopped_epoch": 0}, weights)
+        >>> model.fit(..., initial_epoch=6, callbacks=[stopping])
+
+    `resume(state, best_weights)` (before `fit`) sets what `on_train_begin` would reset: the
+    epochs waited, the best value, its epoch and weights. Without it, it is Keras' own.
+    """
+
+    _resumed = None
+
+    def resume(self, state, best_weights=None):
+        self._resumed = (dict(state), best_weights)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._resumed is not None:
+            state, self.best_weights = self._resumed
+            self.wait, self.best = state["wait"], state["best"]
+            self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Makes every random draw of an epoch a function of `(seed, epoch)`: the training set's
+    order and augmentation (`dataset.start_epoch`, `imgclf.data.epochs`) and the model's own
+    random layers (dropout). A run resumed at epoch k then draws what the unkilled run drew in
+    epoch k, instead of replaying epoch 0's draws from a freshly seeded process.
+
+        >>> model.fit(train_ds, epochs=10, callbacks=[EpochSeeds(42, train_ds)])
+
+    Keras opens an epoch's iterator after `on_epoch_begin`, so the new seeds apply to the whole
+    epoch. (With an endless, repeated training set, as multi-worker TFRecord training uses, the
+    pipeline may run ahead into the next epoch: its order is then new but not exactly the
+    unkilled run's.)
+    """
+
+    def __init__(self, seed, train_ds):
+        super().__init__()
+        self.seed = seed
+        self.start_data_epoch = getattr(train_ds, "start_epoch", None)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.start_data_epoch is not None:
+            self.start_data_epoch(epoch)
+        reseed_layers(self.model._flatten_layers(), self.seed, epoch, "model")

@@ -11,8 +11,9 @@ loopback). Two places in `keras/src/backend/tensorflow/trainer.py` break:
    `strategy.reduce("MEAN", value, axis=0)` when in multi-worker mode: "Invalid reduction
    dimension 0 for input with 0 dimensions".
 
-imgclf fixes both in `ImageClassifierModel`, which every imgclf model is, with three small
-overrides that call these functions:
+imgclf fixes both for `ImageClassifierModel`, which every imgclf model is: its `train_step`,
+`test_step` and `_maybe_symbolic_build` hand over to `train_step`, `test_step` and
+`symbolic_build` here, which use:
 
 - `symbolic_build_batch`: the symbolic build gets this worker's own first batch (the local
   replica's part of it). Only shapes and dtypes are used, so nothing needs to cross the network.
@@ -100,3 +101,22 @@ def rank1_logs(strategy, logs):
         return value
 
     return tf.nest.map_structure(rank1, logs)
+
+
+def train_step(model, keras_train_step, data):
+    """`model`'s training step: Keras' own (`keras_train_step`), its logs made reducible."""
+    return rank1_logs(model.distribute_strategy, keras_train_step(data))
+
+
+def test_step(model, keras_test_step, data):
+    """`model`'s evaluation step: Keras' own (`keras_test_step`), its logs made reducible."""
+    return rank1_logs(model.distribute_strategy, keras_test_step(data))
+
+
+def symbolic_build(model, keras_symbolic_build, iterator=None, data_batch=None):
+    """Keras' `_maybe_symbolic_build`, given this worker's own first batch in multi-worker mode
+    (Keras would average the batch across workers, which fails there)."""
+    strategy = model.distribute_strategy
+    if iterator is not None and in_multi_worker_mode(strategy):
+        iterator, data_batch = None, symbolic_build_batch(strategy, iterator)
+    return keras_symbolic_build(iterator=iterator, data_batch=data_batch)

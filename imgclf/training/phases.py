@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from imgclf.data import first_pass_errors
 from imgclf.models.backbone import BackboneModel
+from imgclf.training.callbacks import EarlyStopping
 from imgclf.training.losses import SparseCategoricalCrossentropy
 from imgclf.training.schedules import create_optimizer, learning_rate_schedule
 
@@ -105,18 +106,16 @@ def compile_model(model, learning_rate=None, optimizer="adam", schedule="constan
 
 
 def fit_phase(model, train_ds, val_ds, epochs, callbacks, patience, initial_epoch=0,
-              class_weight=None, verbose="auto", steps_per_epoch=None):
+              class_weight=None, verbose="auto", steps_per_epoch=None, early_stopping=None):
     """One `fit` of at most `epochs` epochs, numbered from `initial_epoch`, stopping early after
     `patience` epochs without a better validation accuracy and restoring the phase's best
-    weights. `steps_per_epoch` is for an endless (repeated) `train_ds`. Returns Keras' history
-    dict."""
+    weights. `steps_per_epoch` is for an endless (repeated) `train_ds`; `early_stopping`, one
+    from `phase_early_stopping` (e.g. resumed from a backup). Returns Keras' history dict."""
     # BackupAndRestore sets model._initial_epoch when it restores and nothing resets it: a
     # second fit would start at that stale epoch (and run no epoch at all if it is past the
     # end). Clear it; a BackupAndRestore of this fit sets it again in on_train_begin.
     model._initial_epoch = None
-    early_stopping = keras.callbacks.EarlyStopping(
-        monitor=MONITOR, patience=patience, restore_best_weights=True, verbose=1
-    )
+    early_stopping = early_stopping or phase_early_stopping(patience)
     with first_pass_errors(train_ds, val_ds):  # a data set found unusable: a ValueError
         history = model.fit(
             train_ds, validation_data=val_ds, initial_epoch=initial_epoch,
@@ -125,6 +124,11 @@ def fit_phase(model, train_ds, val_ds, epochs, callbacks, patience, initial_epoc
             shuffle=False,  # the data set reshuffles itself every epoch
         )
     return history.history
+
+
+def phase_early_stopping(patience):
+    """The `EarlyStopping` of a phase: on `MONITOR`, restoring the phase's best weights."""
+    return EarlyStopping(monitor=MONITOR, patience=patience, restore_best_weights=True, verbose=1)
 
 
 def best_of(history):

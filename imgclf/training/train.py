@@ -7,20 +7,25 @@
     >>> config = TrainingConfig(num_epochs=20, fine_tune_epochs=10, model_kwargs={"weights": "imagenet"})
     >>> result = train("MobileNetV2Model", "data/train", "data/test", "models", config)
 
-What `train` does, in order: check every option and the model's arguments (before any image
-is decoded); seed everything (`keras.utils.set_random_seed`); read the data; build and compile
-the model (`build_model`); phase 1, `fit`; for a pretrained backbone, phase 2: unfreeze the
-backbone (`start_fine_tuning`), recompile with a ten times lower learning rate, `fit` again;
-keep the best weights of both phases; evaluate them on the validation and test sets; save the
-SavedModel (with how it was made in `assets.extra/imgclf.json`) and, if asked, a LiteRT file;
-log the test confusion matrix to TensorBoard.
+What `train` does, in order, one step per function around a `TrainingRun` (the run's state:
+identity, version, phase, best): check every option and the model's arguments, take the model
+folder's lock and check the run against an interrupted run's backup (`TrainingRun.begin`, all
+before any image is decoded); seed everything and read the data (`prepare_data`); build and
+compile the model (`build_model`); pin the run's identity and version in the backup
+(`TrainingRun.pin`); phase 1, `fit`; for a pretrained backbone, phase 2: unfreeze the backbone
+(`start_fine_tuning`), recompile with a ten times lower learning rate, `fit` again; keep the
+best weights of both phases (`train_phases`, `run_phase`, each phase resumable); evaluate them
+on the validation and test sets (`evaluate`); save the SavedModel (with how it was made in
+`assets.extra/imgclf.json`) and, if asked, a LiteRT file, and log the test confusion matrix to
+TensorBoard (`export`). Resume and identity: docs/resume.md.
 
 The layout written under `model_folder_path/<ClassName>/`:
 `<version>/` (the best weights as a SavedModel, the base path TF Serving watches; by default the
 next free version, so a re-run never replaces the version a server is serving),
 `<version>.tflite` and `<version>.labels.txt` (with `export_litert`),
-`checkpoints/best/` (a servable SavedModel after each improving epoch, across both phases) and
-`logs/` (TensorBoard). TF Serving ignores the non-numeric folders.
+`checkpoints/best/` (a servable SavedModel after each improving epoch, across both phases),
+`logs/` (TensorBoard), and while a run is unfinished `backup/` and `.backup.lock`
+(`imgclf.training.backup`). TF Serving ignores the non-numeric folders.
 """
 
 import dataclasses
@@ -36,12 +41,18 @@ from imgclf.data.augmentation import augment_dataset
 from imgclf.data.pipeline import keep_attributes
 from imgclf.export.metadata import run_metadata
 from imgclf.export.versions import choose_version
-from imgclf.training.callbacks import ModelCheckpoint
+from imgclf.training.callbacks import EpochSeeds, ModelCheckpoint
 from imgclf.training.config import plan_training, scaled_learning_rates, with_options
 from imgclf.training.distributed import DistributedRun, file_shard_context, shard_across_workers
-from imgclf.training.phases import MONITOR, best_of, build_model, fit_phase, start_fine_tuning
+from imgclf.training.identity import run_identity
+from imgclf.training.phases import (
+    MONITOR, build_model, fit_phase, phase_early_stopping, start_fine_tuning,
+)
 
 logger = logging.getLogger("imgclf.training")
+
+#: The phases of a run, in order: the backbone frozen, then fine-tuned (pretrained backbones).
+PHASES = ("train", "fine_tune")
 
 
 @dataclasses.dataclass
@@ -72,42 +83,122 @@ def train(model_type, train_dataset_path, test_dataset_path, model_folder_path, 
 
     Returns a `TrainingResult`.
 
-    A run that was killed resumes from its last finished epoch when started again with the same
-    arguments, and writes the version it was going to write (`imgclf.training.backup`).
+    A run that was killed resumes after its last finished epoch when started again with the same
+    definition (model, options, data) and ends as it would have unkilled; a different definition
+    is refused before any work (`imgclf.training.backup`, docs/resume.md).
     """
     plan = plan_training(model_type, with_options(config, options))
     # The strategy comes first: MultiWorkerMirroredStrategy must precede other TensorFlow work.
-    run = DistributedRun.start(
+    process = DistributedRun.start(
         os.path.join(model_folder_path, plan.model_class.__name__), plan.config.distribution,
         plan.config.batch_size, restart=plan.config.restart,
     )
+    succeeded = False
     try:
-        result = _train_in(run, plan, model_type, train_dataset_path, test_dataset_path, verbose,
-                           callbacks)
-    except BaseException:
-        run.finish(succeeded=False)
-        raise
-    run.finish(succeeded=True)
+        process.backup.lock()
+        run = TrainingRun.begin(process, plan, train_dataset_path)
+        data = prepare_data(run, train_dataset_path, test_dataset_path)
+        with process.strategy.scope():
+            model = build_model(run.plan, data.class_names, data.steps_per_epoch)
+        run.pin()
+        histories = train_phases(run, model, data, verbose, callbacks)
+        validation_metrics, test_metrics = evaluate(model, data, verbose)
+        result = export(run, model, data, histories, validation_metrics, test_metrics,
+                        model_type, {"train": train_dataset_path, "test": test_dataset_path})
+        succeeded = True
+    finally:
+        process.finish(succeeded=succeeded)
+        process.backup.unlock()
     return result
 
 
-def _train_in(run, plan, model_type, train_dataset_path, test_dataset_path, verbose, callbacks):
-    plan = scaled_learning_rates(plan, run.plan.num_replicas)
-    config = plan.config
-    # Chosen once: a restarted run writes the version the interrupted one chose, even if it had
-    # already written it (killed before removing its backup).
-    resumed = run.backup.exists
-    version = run.backup.remember(
-        "version", lambda: choose_version(run.run_folder, config.model_version, config.overwrite,
-                                          litert=config.export_litert)
-    )
+@dataclasses.dataclass
+class TrainingRun:
+    """The state of one training run, in one place: what it is, where it is, what it has.
+
+    Attributes:
+        plan: the checked options, learning rates scaled for the replicas.
+        process: this process's `DistributedRun` (strategy, folders, backup).
+        identity: what defines the run (`imgclf.training.identity`); a backup of another
+            identity is refused.
+        resumed: whether this run continues an interrupted one (from `process.backup`).
+        version: the version it writes; pinned (recorded in the backup) when training starts.
+        phase: the phase it is in: None before training, then "train", "fine_tune".
+        best: the best validation accuracy of each finished phase, by name.
+        checkpoint: the `ModelCheckpoint` of `checkpoints/best/`, shared by both phases.
+    """
+
+    plan: object
+    process: DistributedRun
+    identity: dict
+    resumed: bool
+    version: int = None
+    phase: str = None
+    best: dict = dataclasses.field(default_factory=dict)
+    checkpoint: object = None
+
+    @classmethod
+    def begin(cls, process, plan, train_dataset_path):
+        """Check that this run may start: the same run as a backup's, a free version.
+
+        Reads no image (the data's fingerprint lists files): a refusal costs nothing.
+        """
+        replicas = process.plan.num_replicas
+        identity = run_identity(plan, replicas, train_dataset_path)
+        backup = process.backup
+        backup.check(identity, asked_version=plan.config.model_version)
+        if not backup.exists:
+            # Refuses an existing --model_version now, not after training.
+            choose_version(process.run_folder, plan.config.model_version, plan.config.overwrite,
+                           litert=plan.config.export_litert)
+        return cls(scaled_learning_rates(plan, replicas), process, identity, backup.exists)
+
+    @property
+    def backup(self):
+        return self.process.backup
+
+    @property
+    def output_folder(self):
+        return self.process.output_folder
+
+    def pin(self):
+        """Training starts: record the identity and version in the backup (the version the
+        interrupted run chose, if resumed). Nothing before this leaves anything behind."""
+        config = self.plan.config
+        self.version = self.backup.pin(
+            self.identity,
+            lambda: choose_version(self.process.run_folder, config.model_version, config.overwrite,
+                                   litert=config.export_litert),
+        )
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """The data sets of a run and what follows from them."""
+
+    train_ds: object
+    val_ds: object
+    test_ds: object
+    class_names: list
+    steps_per_epoch: int
+    #: `fit`'s `steps_per_epoch`: None, or the steps of an endless (repeated) training set.
+    fit_steps: int = None
+    class_weight: dict = None
+    input_context: object = None
+
+
+def prepare_data(run, train_dataset_path, test_dataset_path):
+    """The training, validation and test sets, sharded for the strategy; seeds everything."""
+    config = run.plan.config
     keras.utils.set_random_seed(config.seed)
-    input_shape = plan.model_args["input_shape"]
-    batch_size = run.plan.global_batch_size
-    input_context = file_shard_context(run.plan, train_dataset_path)
+    input_shape = run.plan.model_args["input_shape"]
+    strategy_plan = run.process.plan
+    batch_size = strategy_plan.global_batch_size
+    input_context = file_shard_context(strategy_plan, train_dataset_path)
     train_ds, val_ds = create_train_val_datasets(
         train_dataset_path, input_shape, batch_size, split_ratio=config.split_ratio,
         seed=config.seed, cache=config.cache, input_context=input_context,
+        writer=run.process.is_chief,
     )
     fit_steps = None
     if input_context is None:
@@ -131,78 +222,122 @@ def _train_in(run, plan, model_type, train_dataset_path, test_dataset_path, verb
         train_ds = keep_attributes(train_ds, train_ds.repeat())
     class_names = list(train_ds.class_names)
     test_ds = create_test_dataset(
-        test_dataset_path, input_shape, batch_size, class_names=class_names
+        test_dataset_path, input_shape, batch_size, class_names=class_names,
+        writer=run.process.is_chief,
     )
     train_ds = shard_across_workers(train_ds, sharded=input_context is not None)
     val_ds, test_ds = map(shard_across_workers, (val_ds, test_ds))
     class_weight = None
     if config.class_weight == "balanced":
         class_weight = balanced_class_weights(list_labels(train_dataset_path), len(class_names))
+    return TrainingData(train_ds, val_ds, test_ds, class_names, steps_per_epoch, fit_steps,
+                        class_weight, input_context)
 
-    with run.strategy.scope():
-        model = build_model(plan, class_names, steps_per_epoch)
 
-    run_folder = run.output_folder
+def train_phases(run, model, data, verbose, callbacks):
+    """Phase 1 and, for a pretrained backbone, phase 2; the model ends with the better one's
+    best weights. Returns each phase's history (all its epochs, also those before a kill)."""
+    plan = run.plan
     # One checkpoint callback for both phases: it keeps its best value across fits, so phase 2
-    # only writes a checkpoint that beats phase 1's best.
+    # only writes a checkpoint that beats phase 1's best; resumed, it starts from the best
+    # value the killed run had checkpointed.
+    run.checkpoint = ModelCheckpoint(
+        os.path.join(run.output_folder, "checkpoints", "best"), monitor=MONITOR,
+        save_best_only=True, initial_value_threshold=_checkpointed_best(run),
+    )
     shared_callbacks = [
-        ModelCheckpoint(
-            os.path.join(run_folder, "checkpoints", "best"), monitor=MONITOR, save_best_only=True
-        ),
-        keras.callbacks.TensorBoard(log_dir=os.path.join(run_folder, "logs")),
+        run.checkpoint, keras.callbacks.TensorBoard(log_dir=os.path.join(run.output_folder, "logs")),
         *callbacks,
     ]
-    fit_args = dict(train_ds=train_ds, val_ds=val_ds, class_weight=class_weight,
-                    callbacks=shared_callbacks, patience=config.patience, verbose=verbose,
-                    steps_per_epoch=fit_steps)
-    # Each phase backs up after every epoch; a restarted run skips the phases that finished
-    # and resumes the other at its last finished epoch (epochs count on across phases).
-    history, phase_1_end, best_phase_1 = _resumable_phase(
-        run, "train", model, 0, config.num_epochs, fit_args
-    )
+    history, phase_1_end = run_phase(run, "train", model, 0, plan.config.num_epochs, data,
+                                     shared_callbacks, verbose)
     histories = [history]
     if plan.fine_tune_epochs:
         phase_1_weights = [(v, v.numpy()) for v in model.weights]
-        with run.strategy.scope():
-            start_fine_tuning(model, plan, steps_per_epoch)
-        history, _, best_phase_2 = _resumable_phase(
-            run, "fine_tune", model, phase_1_end, plan.fine_tune_epochs, fit_args
-        )
+        with run.process.strategy.scope():
+            start_fine_tuning(model, plan, data.steps_per_epoch)
+        history, _ = run_phase(run, "fine_tune", model, phase_1_end, plan.fine_tune_epochs, data,
+                               shared_callbacks, verbose)
         histories.append(history)
-        if not best_phase_2 > best_phase_1:
+        if not run.best["fine_tune"] > run.best["train"]:
             # Fine-tuning never beat the frozen backbone: keep phase 1's best weights.
             for variable, value in phase_1_weights:
                 variable.assign(value)
+    return histories
 
-    with first_pass_errors(val_ds, test_ds):
-        validation_metrics = model.evaluate(val_ds, return_dict=True, verbose=verbose)
-        test_metrics = model.evaluate(test_ds, return_dict=True, verbose=verbose)
+
+def run_phase(run, name, model, first_epoch, epochs, data, callbacks, verbose):
+    """One phase (`fit_phase`) of at most `epochs` epochs from `first_epoch`, resumed from the
+    backup: its weights, early-stopping state, best weights and history.
+
+    Returns the phase's whole history and the epoch it ended at; records its best in
+    `run.best[name]`. Every worker computes these alike from what it read before `fit` (the
+    backup does not change until every worker is in `fit`) and from `fit`'s global metrics, so
+    they take the same decisions.
+    """
+    run.phase = name
+    backup = run.backup.phase(name)
+    with run.process.strategy.scope():
+        resumed_at = backup.restore(model) or first_epoch
+    state = backup.state
+    if state.get("done"):
+        run.best[name] = _or_minus_infinity(state.get("best"))
+        return state.get("history", {}), resumed_at
+    early_stopping = phase_early_stopping(run.plan.config.patience)
+    remaining = first_epoch + epochs - resumed_at
+    if "early_stopping" in state:
+        early_stopping.resume(state["early_stopping"], backup.best_weights())
+        if state["early_stopping"]["stopped_epoch"]:
+            remaining = 0  # killed after it stopped, before the phase was marked done
+    epoch_backup = backup.callback(early_stopping, run.checkpoint)
+    fit_phase(
+        model, data.train_ds, data.val_ds, epochs=remaining, initial_epoch=resumed_at,
+        callbacks=[*callbacks, epoch_backup, EpochSeeds(run.plan.config.seed, data.train_ds)],
+        patience=run.plan.config.patience, class_weight=data.class_weight, verbose=verbose,
+        steps_per_epoch=data.fit_steps, early_stopping=early_stopping,
+    )
+    run.best[name] = _or_minus_infinity(early_stopping.best)
+    history = epoch_backup.history
+    backup.finish(model, best=run.best[name], history=history)
+    return history, first_epoch + len(history.get("loss", ()))
+
+
+def evaluate(model, data, verbose):
+    """The validation and test metrics of the model's final weights."""
+    with first_pass_errors(data.val_ds, data.test_ds):
+        validation_metrics = model.evaluate(data.val_ds, return_dict=True, verbose=verbose)
+        test_metrics = model.evaluate(data.test_ds, return_dict=True, verbose=verbose)
+    return validation_metrics, test_metrics
+
+
+def export(run, model, data, histories, validation_metrics, test_metrics, model_type, datasets):
+    """Save the SavedModel (and LiteRT file), log the test confusion matrix; the result."""
+    config = run.plan.config
+    version = run.version
     metadata = run_metadata(
-        plan, run.plan, model_type, version,
-        datasets={"train": train_dataset_path, "test": test_dataset_path},
-        validation_metrics=validation_metrics, test_metrics=test_metrics,
+        run.plan, run.process.plan, model_type, version, datasets=datasets, validation_metrics=validation_metrics, test_metrics=test_metrics,
     )
     export_path = model.save(
-        os.path.join(run_folder, str(version)), overwrite=config.overwrite or resumed,
+        os.path.join(run.output_folder, str(version)), overwrite=config.overwrite or run.resumed,
         metadata=metadata,
     )
     litert_path = None
     if config.export_litert:
-        litert_path = model.save(os.path.join(run_folder, f"{version}.tflite"),
-                                 overwrite=config.overwrite or resumed)
-    # A resumed run may have skipped a finished phase: its history is empty.
+        litert_path = model.save(os.path.join(run.output_folder, f"{version}.tflite"),
+                                 overwrite=config.overwrite or run.resumed)
     keys = dict.fromkeys(key for h in histories for key in h)
     merged = {key: [v for h in histories for v in h.get(key, [])] for key in keys}
     from imgclf.reports import log_test_confusion_matrix
 
     log_test_confusion_matrix(
-        os.path.join(run_folder, "logs", "test"), model, test_ds,
+        os.path.join(run.output_folder, "logs", "test"), model, data.test_ds,
         step=len(merged.get(MONITOR, ())),
     )
-    if input_context is not None:
-        logger.info("worker %d read the training shard files: %s", input_context.input_pipeline_id,
-                    ", ".join(sorted(os.path.basename(p) for p in train_ds.opened_shard_files)))
-    if not run.is_chief:
+    if data.input_context is not None:
+        logger.info("worker %d read the training shard files: %s",
+                    data.input_context.input_pipeline_id,
+                    ", ".join(sorted(os.path.basename(p) for p in data.train_ds.opened_shard_files)))
+    if not run.process.is_chief:
         # A worker's copies were temporary; they go with its folder.
         export_path = litert_path = None
     return TrainingResult(
@@ -211,29 +346,15 @@ def _train_in(run, plan, model_type, train_dataset_path, test_dataset_path, verb
     )
 
 
-def _resumable_phase(run, name, model, first_epoch, epochs, fit_args):
-    """`fit_phase` for at most `epochs` epochs from `first_epoch`, resumed from the backup.
+def _checkpointed_best(run):
+    """The best value `checkpoints/best/` holds from before a kill (None on a fresh run)."""
+    values = [run.backup.phase(name).state.get("checkpoint_best") for name in PHASES]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
 
-    Returns the phase's history (only the epochs run now), the epoch it ended at and its best
-    validation accuracy. Every worker computes these alike from what it read before `fit` (the
-    backup does not change until every worker is in `fit`) and from `fit`'s global metrics, so
-    they take the same decisions.
-    """
-    phase = run.backup.phase(name)
-    with run.strategy.scope():
-        resumed_at = phase.restore(model) or first_epoch
-    state = phase.state
-    best_before = state.get("best", -math.inf)
-    if state.get("done"):
-        return {}, resumed_at, best_before
-    history = fit_phase(
-        model, epochs=first_epoch + epochs - resumed_at, initial_epoch=resumed_at,
-        callbacks=[*fit_args["callbacks"], phase.callback()],
-        **{k: v for k, v in fit_args.items() if k != "callbacks"},
-    )
-    best = max(best_before, best_of(history))
-    phase.finish(model, best=best)
-    return history, resumed_at + len(history.get("loss", ())), best
+
+def _or_minus_infinity(value):
+    return -math.inf if value is None else value
 
 
 def balanced_class_weights(labels, num_classes):
