@@ -49,7 +49,7 @@ bench: install
 
 # Known vulnerabilities (PyPI's advisory data) in the exact versions `make install` resolved
 # requirements.txt to; needs pypi.org's JSON API. --strict: a package that cannot be checked fails
-# the audit instead of passing silently. How to read it: README, "Security audit".
+# the audit instead of passing silently. How to read it: docs/security.md.
 audit: install
 	@$(PY) -m pip freeze --exclude-editable > $(VENV)/audit-requirements.txt
 	$(PY) -m pip_audit --strict --progress-spinner off --desc on --no-deps --disable-pip \
