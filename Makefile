@@ -49,14 +49,18 @@ bench: install
 
 # Known vulnerabilities (PyPI's advisory data) in the exact versions `make install` resolved
 # requirements.txt to; needs pypi.org's JSON API. --strict: a package that cannot be checked fails
-# the audit instead of passing silently. How to read it: README, "Security audit".
+# the audit instead of passing silently. How to read it: docs/security.md.
 audit: install
 	@$(PY) -m pip freeze --exclude-editable > $(VENV)/audit-requirements.txt
 	$(PY) -m pip_audit --strict --progress-spinner off --desc on --no-deps --disable-pip \
 		-r $(VENV)/audit-requirements.txt
 
+# Two test processes (pytest-xdist): most tests spend much of their time waiting on servers and
+# training processes of their own. Each module runs in one process; how the work is shared
+# out: tests/conftest.py. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -21,3 +21,53 @@ def encode_image(pixels, image_format="PNG", mode=None):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+
+# `make test` runs the suite in two processes (`-n 2 --dist loadfile`, pytest-xdist). Most tests
+# wait much of their time on processes of their own (servers starting, training workers talking
+# over loopback), which the other test process fills. How the tests are shared out:
+# - each module runs whole in one process, so its module-scoped fixtures (a trained model, a
+#   started server) are made once, not once per process;
+# - the modules that run several training processes at once form one unit, run one after the
+#   other (two at once would be four TensorFlow processes on two cores, each waiting for every
+#   worker at every step);
+# - the longest units start first, so the two processes end at about the same time.
+# (xdist's own `xdist_group` marks do not work with pytest 9.2: xdist 3.8 renames test ids
+# through `item._nodeid`, which pytest no longer reads; hence a scheduler of our own.)
+#: Modules whose tests start several training processes each (TF_CONFIG clusters on loopback).
+MULTI_PROCESS_TRAINING = ("test_distributed_training", "test_distributed_backup",
+                          "test_distributed_keras_bug")
+#: Modules that take longest, longest first (they train, or build every backbone, or start
+#: several servers); the others follow in collection order.
+LONGEST_FIRST = (*MULTI_PROCESS_TRAINING, "test_models", "test_training_finetune",
+                 "test_serving_json_dense", "test_scripts", "test_export_training",
+                 "test_eval_model_serving", "test_training_options", "test_client")
+
+
+def _module_name(nodeid):
+    return os.path.splitext(os.path.basename(nodeid.split("::", 1)[0]))[0]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile`, with the multi-process training modules as one unit, in the order
+    the workers collected the tests (longest first, see `pytest_collection_modifyitems`)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            if _module_name(nodeid) in MULTI_PROCESS_TRAINING:
+                return "multi-process training"
+            return super()._split_scope(nodeid)
+
+    config.option.loadscopereorder = False  # xdist would order the units by their test count
+    return Scheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(config, "workerinput"):  # not an xdist worker: collection order as always
+        return
+    rank = {module: index for index, module in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_module_name(item.nodeid), len(rank)))  # stable

@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 from imgclf.models import registry
 from imgclf.data.sample_data import write_sample_dataset
 
@@ -19,3 +21,46 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
         registry._MODEL_CLASSES.pop("SmallCnn", None)
     assert (tmp_path / "models" / "SmallCnn" / "1" / "saved_model.pb").exists()
     assert "[[b'" in capsys.readouterr().out
+
+
+#: Pages other branches write for issue 12; until they are merged in, a link to one is skipped
+#: (with this reason), not failed. Once merged, each is checked like the rest.
+ARRIVING_ON_MERGE = {"docs/data.md", "docs/resume.md", "docs/training-options.md",
+                     "docs/prediction.md", "docs/spark.md", "CHANGELOG.md"}
+ROOT = README.parent
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def _local_links(page):
+    """(page, target) for each relative link in `page` to a file of the repository."""
+    text = re.sub(r"```.*?```|`[^`]*`", "", page.read_text(), flags=re.S)  # code is not links
+    for target in LINK.findall(text):
+        if "://" not in target:
+            yield page, (page.parent / target).resolve()
+
+
+def _documentation_links():
+    pages = [README, *sorted((ROOT / "docs").glob("*.md"))]
+    return [link for page in pages for link in _local_links(page)]
+
+
+def test_readme_keeps_the_quick_start_commands():
+    quick_start = README.read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "make demo" in quick_start and "make test" in quick_start
+
+
+def test_readme_links_every_docs_page():
+    linked = {target for page, target in _local_links(README)}
+    for page in (ROOT / "docs").glob("*.md"):
+        assert page.resolve() in linked, f"{page.name} is not linked from the README"
+
+
+@pytest.mark.parametrize(
+    "page, target", _documentation_links(),
+    ids=lambda x: str(x.relative_to(ROOT)) if isinstance(x, Path) else None,
+)
+def test_documentation_link_exists(page, target):
+    name = target.relative_to(ROOT).as_posix()
+    if not target.exists() and name in ARRIVING_ON_MERGE:
+        pytest.skip(f"{name} is written on another branch for issue 12; checked once merged")
+    assert target.exists(), f"{page.relative_to(ROOT)} links to {name}, which does not exist"
