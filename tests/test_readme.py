@@ -23,10 +23,6 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     assert "[[b'" in capsys.readouterr().out
 
 
-#: Pages other branches write for issue 12; until they are merged in, a link to one is skipped
-#: (with this reason), not failed. Once merged, each is checked like the rest.
-ARRIVING_ON_MERGE = {"docs/data.md", "docs/resume.md", "docs/training-options.md",
-                     "docs/prediction.md", "docs/spark.md", "CHANGELOG.md"}
 ROOT = README.parent
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
@@ -61,6 +57,4 @@ def test_readme_links_every_docs_page():
 )
 def test_documentation_link_exists(page, target):
     name = target.relative_to(ROOT).as_posix()
-    if not target.exists() and name in ARRIVING_ON_MERGE:
-        pytest.skip(f"{name} is written on another branch for issue 12; checked once merged")
     assert target.exists(), f"{page.relative_to(ROOT)} links to {name}, which does not exist"
