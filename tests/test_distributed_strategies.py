@@ -99,7 +99,7 @@ def test_distribution_flag_usage_error(capsys):
     assert exit_.value.code == 2
     assert capsys.readouterr().err.endswith(
         "error: argument --distribution: invalid choice: 'tpu' (choose from 'auto', 'none', "
-        "'mirrored', 'multi_worker')\n")
+        "'mirrored', 'multi_worker', 'spark')\n")
 
 
 def test_tfrecord_training_is_sharded_by_file_only_with_a_shard_file_per_worker(

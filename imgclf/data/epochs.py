@@ -49,6 +49,11 @@ def shuffle_by_epoch(elements, buffer_size, seed, counter):
         # would need the value in Python): distinct for distinct (seed, epoch).
         epoch = counter.variable.assign_add(1) - 1
         epoch_seed_tensor = tf.constant(int(seed) * 1_000_003 % 2**31, tf.int64) + epoch
+        # TensorFlow pairs an op seed with the graph's global seed and then tests the pair
+        # against (0, 0) in Python: with a global seed of 0 (`keras.utils.set_random_seed(0)`,
+        # `--seed 0`) that test reads the tensor as a bool and fails. This function's graph
+        # drops the global seed, so the order depends on (seed, epoch) alone, whatever it is.
+        tf.compat.v1.get_default_graph().seed = None
         return elements.shuffle(buffer_size, seed=epoch_seed_tensor, reshuffle_each_iteration=False)
 
     return tf.data.Dataset.from_tensors(0).flat_map(one_epoch)

@@ -147,16 +147,18 @@ def write_tfrecords(df, output_dir, image_col="content", label_col="label", key_
             os.replace(os.path.join(staging, _staged_name(shard)), os.path.join(staging, final))
         for leftover in set(os.listdir(staging)) - set(names):  # failed task attempts' files
             os.remove(os.path.join(staging, leftover))
-        unreadable = {}
+        unreadable, left_out = {}, []
         for shard in range(len(members_of)):
             for index, reason in by_shard[shard][1]:
                 unreadable[files[index]] = reason
+                # Still keyed in the split (`left_out`), as the converter's left-out files are.
+                left_out.append([index, files[index]])
                 files[index] = None
         layout = write_layout(
             staging, class_names, files, labels,
             [{"file": names[shard], "indices": by_shard[shard][0]}
              for shard in range(len(members_of))],
-            unreadable=unreadable,
+            left_out=sorted(left_out), unreadable=unreadable,
         )
         if os.path.isdir(output_dir):
             os.rmdir(output_dir)  # empty (checked above); a rename replaces no full folder
