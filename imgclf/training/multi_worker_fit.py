@@ -44,11 +44,12 @@ with 3.13.2, 3.14.1 and 3.15.1. Our own loop would have had to re-implement `fit
 (callbacks, logs, early stopping, the data adapters) and follow it through every Keras minor
 version: the larger and less visible risk. Not `tf_keras` (Keras 2) either: imgclf's models,
 saving and serving signatures are Keras 3, and Keras 2 only gets maintenance. Outside
-multi-worker mode (one process, `MirroredStrategy`, no strategy) the overrides do nothing. If a
+multi-worker mode (one process, `MirroredStrategy`, no strategy) the Keras overrides do nothing
+(`call`'s guard works wherever several replicas share a batch, `MirroredStrategy` too). If a
 Keras release fixes the bug, the overrides should stay harmless (a valid batch for the symbolic
 build; a `[1]`-shaped log that averages to the same scalar), and the tests say so either way.
 `predict` is left to Keras: its multi-worker path gathers and concatenates, and works (the
-test confusion matrix `train` logs runs it).
+test confusion matrix `train` logs runs it; `call`'s guard covers its empty parts too).
 
 `tests/test_distributed_keras_bug.py` shows, with two real worker processes on loopback, that a
 plain `keras.Model` still fails in both places and an imgclf model trains;
