@@ -16,11 +16,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = 32
 
 
-def write_data(folder, train_per_class=200, test_per_class=30):
-    """The generated sample data set (3 classes, 16 x 16) in `folder`; returns `folder`."""
+def write_data(folder, train_per_class=200, test_per_class=30, image_size=IMAGE_SIZE):
+    """The generated sample data set (3 classes, `image_size` pixels) in `folder`; returns `folder`."""
     from imgclf.data.sample_data import write_sample_dataset
 
-    write_sample_dataset(folder, num_classes=3, image_size=IMAGE_SIZE,
+    write_sample_dataset(folder, num_classes=3, image_size=image_size,
                          train_per_class=train_per_class, test_per_class=test_per_class)
     return folder
 
@@ -37,19 +37,13 @@ def free_ports(count):
             sock.close()
 
 
-def train_args(data, models, num_epochs, *extra):
+def train_args(data, models, num_epochs, *extra, image_size=IMAGE_SIZE):
     return [
         "--train_dataset_path", os.path.join(data, "train"),
         "--test_dataset_path", os.path.join(data, "test"),
         "--model_folder_path", str(models), "--model_type", "LenetModel",
-        "--input_width", str(IMAGE_SIZE), "--input_height", str(IMAGE_SIZE),
+        "--input_width", str(image_size), "--input_height", str(image_size),
         "--batch_size", "8", "--num_epochs", str(num_epochs), "--patience", str(num_epochs),
-        # Seed 3 splits write_data's 600 training images 480 / 120 (each file by its hash,
-        # imgclf.data.split), so every global batch of validation is whole: with the default
-        # seed (487 / 113) the last global batch holds one image for two workers, and multi-
-        # worker evaluation then crashes a worker ("input depth must be evenly divisible by
-        # filter depth: 3 vs 6"), a bug of its own (issue 12 report of the data branch).
-        "--seed", "3",
         *extra,
     ]
 

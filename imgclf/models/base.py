@@ -136,7 +136,8 @@ class ImageClassifierModel(keras.Model):
 
     # Keras 3 cannot `fit` under MultiWorkerMirroredStrategy (keras-team/keras#20585): the
     # fix lives in imgclf/training/multi_worker_fit.py; these hooks only hand over to it, and
-    # do nothing in any other setting. (Methods here rather than a mixin class from
+    # do nothing in any other setting. `call` guards a replica's empty part of a global batch,
+    # which TensorFlow's oneDNN convolution mis-shapes (`multi_worker_fit.replica_call`). (Methods here rather than a mixin class from
     # imgclf.training: as a base class it would be imported with this module, and importing
     # the training package imports the models: a cycle.)
 
@@ -149,6 +150,12 @@ class ImageClassifierModel(keras.Model):
         from imgclf.training import multi_worker_fit
 
         return multi_worker_fit.test_step(self, super().test_step, data)
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        from imgclf.training import multi_worker_fit
+
+        return multi_worker_fit.replica_call(self, super().call, inputs, training=training,
+                                             mask=mask, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         from imgclf.training import multi_worker_fit

@@ -22,6 +22,19 @@ imgclf fixes both for `ImageClassifierModel`, which every imgclf model is: its `
   replica back into a scalar. The values are already global (Keras' metric variables sum
   across replicas when read), so the average is the value itself.
 
+A third override, `call`, is not about Keras: with more than one replica, tf.distribute splits
+every global batch into the replicas' parts, and the last global batch of a data set that does
+not fill it (a validation set of 113 images in global batches of 16 leaves 1 image for 2
+replicas) gives some replica an empty part, shape `[0, height, width, 3]`. TensorFlow's CPU
+convolution (the oneDNN kernel, on by default; TensorFlow 2.21) returns such an empty input
+unchanged instead of `[0, height', width', filters]` (`tf.nn.conv2d(tf.zeros([0, 16, 16, 3]),
+tf.zeros([5, 5, 3, 6]), 1, "SAME")` has shape `[0, 16, 16, 3]`), so the next convolution fails:
+"input depth must be evenly divisible by filter depth: 3 vs 6". `replica_call` runs the network
+only on a part that holds images and gives an empty part empty logits `[0, num_classes]`, so
+that replica adds nothing to the metrics or the gradients and every image still counts once.
+Outside a multi-replica step (a single process, export, the serving functions) it is Keras'
+own `call`.
+
 Why these overrides and not imgclf's own training loop: they keep `fit` itself, with its
 callbacks, `validation_data`, `initial_epoch`, History and whatever later Keras versions add, and
 they touch Keras at its documented override points (`train_step`, `test_step`) plus one private
@@ -31,11 +44,12 @@ with 3.13.2, 3.14.1 and 3.15.1. Our own loop would have had to re-implement `fit
 (callbacks, logs, early stopping, the data adapters) and follow it through every Keras minor
 version: the larger and less visible risk. Not `tf_keras` (Keras 2) either: imgclf's models,
 saving and serving signatures are Keras 3, and Keras 2 only gets maintenance. Outside
-multi-worker mode (one process, `MirroredStrategy`, no strategy) the overrides do nothing. If a
+multi-worker mode (one process, `MirroredStrategy`, no strategy) the Keras overrides do nothing
+(`call`'s guard works wherever several replicas share a batch, `MirroredStrategy` too). If a
 Keras release fixes the bug, the overrides should stay harmless (a valid batch for the symbolic
 build; a `[1]`-shaped log that averages to the same scalar), and the tests say so either way.
 `predict` is left to Keras: its multi-worker path gathers and concatenates, and works (the
-test confusion matrix `train` logs runs it).
+test confusion matrix `train` logs runs it; `call`'s guard covers its empty parts too).
 
 `tests/test_distributed_keras_bug.py` shows, with two real worker processes on loopback, that a
 plain `keras.Model` still fails in both places and an imgclf model trains;
@@ -120,3 +134,24 @@ def symbolic_build(model, keras_symbolic_build, iterator=None, data_batch=None):
     if iterator is not None and in_multi_worker_mode(strategy):
         iterator, data_batch = None, symbolic_build_batch(strategy, iterator)
     return keras_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+def replica_call(model, keras_call, inputs, **kwargs):
+    """`model`'s forward pass (Keras' own, `keras_call`); on a replica's empty part of a global
+    batch, empty outputs without running the network (see the module docstring).
+
+    The guard is chosen when the step is traced: only inside a step that runs on each of several
+    replicas (`strategy.run`), so exported graphs and single-process steps stay unchanged.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync < 2:
+        return keras_call(inputs, **kwargs)
+    images = tf.nest.flatten(inputs)[0]
+
+    def empty_outputs():
+        return tf.nest.map_structure(
+            lambda output: tf.zeros([0, *output.shape[1:]], dtype=output.dtype),
+            model.outputs[0] if len(model.outputs) == 1 else model.outputs,
+        )
+
+    return tf.cond(tf.shape(images)[0] > 0, lambda: keras_call(inputs, **kwargs), empty_outputs)
