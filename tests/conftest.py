@@ -37,7 +37,7 @@ def rng():
 # through `item._nodeid`, which pytest no longer reads; hence a scheduler of our own.)
 #: Modules whose tests start several training processes each (TF_CONFIG clusters on loopback).
 MULTI_PROCESS_TRAINING = ("test_distributed_training", "test_distributed_backup",
-                          "test_distributed_keras_bug")
+                          "test_distributed_keras_bug", "test_spark_training")
 #: Modules that take longest, longest first (they train, or build every backbone, or start
 #: several servers); the others follow in collection order.
 LONGEST_FIRST = (*MULTI_PROCESS_TRAINING, "test_models", "test_training_finetune",
