@@ -24,7 +24,7 @@ def rng():
 
 
 
-# `make test` runs the suite in two processes (`-n 2 --dist loadfile`, pytest-xdist). Most tests
+# `make test` runs the suite in three processes (`-n 3 --dist loadfile`, pytest-xdist). Most tests
 # wait much of their time on processes of their own (servers starting, training workers talking
 # over loopback), which the other test process fills. How the tests are shared out:
 # - each module runs whole in one process, so its module-scoped fixtures (a trained model, a
