@@ -63,12 +63,11 @@ def resize_images(images, image_size):
 
 
 def _header_uint(header, start, length, little_endian):
-    """An unsigned integer read from `length` bytes of `header` (uint8 vector) at `start`."""
-    octets = tf.cast(header[start:start + length], tf.int64)
+    """An unsigned integer read from `length` bytes of `header` (int64 vector) at `start`."""
     weights = [256 ** i for i in range(length)]
     if not little_endian:
         weights = weights[::-1]
-    return tf.reduce_sum(octets * tf.constant(weights, dtype=tf.int64))
+    return tf.reduce_sum(header[start:start + length] * tf.constant(weights, dtype=tf.int64))
 
 
 def _padded_header(image_bytes, length=32):
@@ -116,30 +115,35 @@ def gif_frames_bound(image_bytes):
     (compressed data could imitate one, by chance about once in 10^9 positions). Counted in one
     vectorised pass: walking the blocks one by one would be a cost an attacker could inflate.
     """
-    is_gif = tf.equal(tf.strings.substr(image_bytes, 0, 3), b"GIF")
-    return tf.cond(is_gif, lambda: _gif_frames(image_bytes), lambda: tf.constant(0, dtype=tf.int64))
+    return _header_facts(image_bytes)[1]
 
 
-def _gif_frames(image_bytes):
-    """`gif_frames_bound` of bytes known to be a GIF."""
-    length = tf.strings.length(image_bytes)
+#: Columns of `_gif_frames`' matrix product: each of the 12-byte windows (a block terminator,
+#: then an image descriptor) times this gives terminator, separator, width, height,
+#: left + width, top + height, flags and LZW code size (the 16-bit fields little-endian).
+_GIF_WINDOW_COLUMNS = (
+    {0: 1}, {1: 1}, {6: 1, 7: 256}, {8: 1, 9: 256},
+    {2: 1, 3: 256, 6: 1, 7: 256}, {4: 1, 5: 256, 8: 1, 9: 256}, {10: 1}, {11: 1},
+)
+
+
+def _gif_frames(image_bytes, screen_size):
+    """`gif_frames_bound` of bytes that are a GIF (or are empty: 1) whose logical screen is
+    `screen_size` (int64 `[width, height]`), in a handful of ops over all positions at once."""
+    positions = tf.maximum(tf.strings.length(image_bytes) - 1, 0)
     padded = tf.io.decode_raw(tf.strings.join([image_bytes, tf.constant(b"\0" * 12)]), tf.uint8)
-    padded = tf.cast(padded, tf.int32)
-
-    def at(offset):  # byte `offset` after each position of the file (0 past its end)
-        return padded[offset:offset + length - 1]
-
-    def word(offset):
-        return at(offset) + at(offset + 1) * 256
-
-    screen_width = padded[6] + padded[7] * 256
-    screen_height = padded[8] + padded[9] * 256
-    left, top, width, height, flags, code_size = word(2), word(4), word(6), word(8), at(10), at(11)
-    descriptor = (tf.equal(at(0), 0) & tf.equal(at(1), 0x2C) & (width > 0) & (height > 0)
-                  & (left + width <= screen_width) & (top + height <= screen_height)
-                  & ((tf.bitwise.bitwise_and(flags, 0x80) > 0)
-                     | ((code_size >= 2) & (code_size <= 8))))
-    return 1 + tf.reduce_sum(tf.cast(descriptor, tf.int64))
+    # [positions, 12]: each position's byte and the 11 after it
+    windows = tf.gather(tf.cast(padded, tf.int64),
+                        tf.range(positions)[:, None] + tf.range(12)[None, :])
+    weights = [[column.get(row, 0) for column in _GIF_WINDOW_COLUMNS] for row in range(12)]
+    fields = tf.linalg.matmul(windows, tf.constant(weights, tf.int64))
+    # terminator 0, separator 0x2C, width and height > 0, left + width and top + height inside
+    low = tf.constant([0, 0x2C, 1, 1, 0, 0], tf.int64)
+    high = tf.concat([tf.constant([0, 0x2C, 2 ** 16, 2 ** 16], tf.int64), screen_size], 0)
+    placed = tf.reduce_all((fields[:, :6] >= low) & (fields[:, :6] <= high), axis=1)
+    # a local colour table (flag 0x80) or an LZW code size of 2-8
+    coded = (fields[:, 6] >= 0x80) | ((fields[:, 7] >= 2) & (fields[:, 7] <= 8))
+    return 1 + tf.reduce_sum(tf.cast(placed & coded, tf.int64))
 
 
 def declared_pixels(image_bytes):
@@ -154,70 +158,122 @@ def declared_pixels(image_bytes):
     return _header_facts(image_bytes)[0]
 
 
-def _header_facts(image_bytes):
-    """`(declared_pixels, gif_frames_bound, _is_webp, is_animated_webp)` of the bytes, read from
-    one padded header with one Case op on the format: in a tf.data map every op and every cond
-    costs, and these checks run for every image of every epoch."""
-    padded = _padded_header(image_bytes)
-    header = tf.io.decode_raw(padded, tf.uint8)
-    magic = tf.strings.substr(padded, 0, 4)  # the patterns below hold no NUL: padding never matches
-    webp_chunk = tf.strings.substr(padded, 12, 4)
+#: The smallest JPEG header `tf.io.extract_jpeg_shape` reads (1 x 1, one component): what it is
+#: given instead of bytes that are not a JPEG, so that it runs, without a branch, for every image.
+_TINY_JPEG = (b"\xff\xd8\xff\xc0\x00\x0b\x08\x00\x01\x00\x01\x01\x01\x11\x00"
+              b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00\xff\xd9")
 
-    def png():
-        return _header_uint(header, 16, 4, False) * _header_uint(header, 20, 4, False)
-
-    def gif():
-        return _header_uint(header, 6, 2, True) * _header_uint(header, 8, 2, True)
-
-    def bmp():
-        width = _header_uint(header, 18, 4, True)
-        height = _header_uint(header, 22, 4, True)
-        # Top-down bitmaps store a negative height (two's complement).
-        height = tf.where(height >= 2 ** 31, 2 ** 32 - height, height)
-        return width * height
-
-    def jpeg():
-        shape = tf.io.extract_jpeg_shape(image_bytes, output_type=tf.int64)
-        return shape[0] * shape[1]
-
+#: The formats `_header_facts` tells apart by the first 16 bytes, in its order: each with the
+#: bytes it must have there, and the header fields (byte offset, length, little-endian, shift,
+#: bits, plus) that make its width and height: ((bytes >> shift) & bits) + plus. JPEG keeps its
+#: size in a frame header further on, read by `tf.io.extract_jpeg_shape`.
+_WEBP = {0: b"RIFF", 8: b"WEBP"}
+_HEADER_FORMATS = (
+    # PNG: IHDR's big-endian width and height
+    ({0: b"\x89PNG"}, [(16, 4, False, 0, 0, 0), (20, 4, False, 0, 0, 0)]),
+    # GIF: the logical screen
+    ({0: b"GIF"}, [(6, 2, True, 0, 0, 0), (8, 2, True, 0, 0, 0)]),
+    # BMP: BITMAPINFOHEADER; a top-down bitmap stores a negative height (two's complement)
+    ({0: b"BM"}, [(18, 4, True, 0, 0, 0), (22, 4, True, 0, 0, 0)]),
     # WebP (RIFF container, https://developers.google.com/speed/webp/docs/riff_container): the
-    # first chunk at byte 12 says which of three headers follows at byte 20.
-    def webp_lossy():  # "VP8 ": frame tag (3), start code (3), then 14-bit width and height
-        width = tf.bitwise.bitwise_and(_header_uint(header, 26, 2, True), 0x3FFF)
-        height = tf.bitwise.bitwise_and(_header_uint(header, 28, 2, True), 0x3FFF)
-        return width * height
+    # first chunk at byte 12 says which of three headers follows at byte 20. "VP8 ": frame tag
+    # (3), start code (3), then 14-bit width and height; "VP8L": signature 0x2f, then 14 bits
+    # width - 1, 14 bits height - 1; "VP8X": flags (4), then 24-bit canvas width - 1, height - 1.
+    ({**_WEBP, 12: b"VP8 "}, [(26, 2, True, 0, 0x3FFF, 0), (28, 2, True, 0, 0x3FFF, 0)]),
+    ({**_WEBP, 12: b"VP8L"}, [(21, 4, True, 0, 0x3FFF, 1), (21, 4, True, 14, 0x3FFF, 1)]),
+    ({**_WEBP, 12: b"VP8X"}, [(24, 3, True, 0, 0, 1), (27, 3, True, 0, 0, 1)]),
+    ({0: b"\xff\xd8\xff"}, []),  # JPEG
+)
+_PNG, _GIF, _BMP, _VP8X, _JPEG = 0, 1, 2, 5, 6
 
-    def webp_lossless():  # "VP8L": signature 0x2f, then 14 bits width - 1, 14 bits height - 1
-        bits = _header_uint(header, 21, 4, True)
-        width = tf.bitwise.bitwise_and(bits, 0x3FFF) + 1
-        height = tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 14), 0x3FFF) + 1
-        return width * height
 
-    def webp_extended():  # "VP8X": flags (4), then 24-bit canvas width - 1 and height - 1
-        return (_header_uint(header, 24, 3, True) + 1) * (_header_uint(header, 27, 3, True) + 1)
+def _header_tables():
+    """The constant matrices `_header_facts` reads `_HEADER_FORMATS` with."""
+    pattern, mask = [], []
+    weights, shifts, bits, plus = [], [], [], []
+    for magic, fields in _HEADER_FORMATS:
+        row = [0] * 16
+        used = [0] * 16
+        for offset, text in magic.items():
+            for index, byte in enumerate(text):
+                row[offset + index], used[offset + index] = byte, 1
+        pattern.append(row)
+        mask.append(used)
+        for offset, length, little_endian, shift, field_bits, field_plus in fields:
+            order = range(length) if little_endian else range(length - 1, -1, -1)
+            column = [0] * 32
+            for power, index in enumerate(order):
+                column[offset + index] = 256 ** power
+            weights.append(column)
+            shifts.append(shift)
+            bits.append(field_bits or 2 ** 40 - 1)
+            plus.append(field_plus)
+    weights = [list(row) for row in zip(*weights)]  # [32 header bytes, fields]
+    return pattern, mask, weights, shifts, bits, plus
 
-    is_webp = _is_webp_header(padded)
 
-    def no_frames(pixels):  # a format that is not a GIF: no frames to bound
-        return lambda: (pixels(), tf.constant(0, dtype=tf.int64))
+def _header_facts(image_bytes):
+    """`(declared_pixels, gif_frames_bound, is_animated_webp)` of the bytes, without control flow.
 
-    formats = [
-        (tf.equal(tf.strings.length(image_bytes), 0),
-         no_frames(lambda: tf.constant(0, dtype=tf.int64))),
-        (tf.equal(magic, b"\x89PNG"), no_frames(png)),
-        (tf.equal(tf.strings.substr(magic, 0, 3), b"GIF"), lambda: (gif(), _gif_frames(image_bytes))),
-        (tf.equal(tf.strings.substr(magic, 0, 2), b"BM"), no_frames(bmp)),
-        (tf.equal(tf.strings.substr(magic, 0, 3), b"\xff\xd8\xff"), no_frames(jpeg)),
-        (tf.logical_and(is_webp, tf.equal(webp_chunk, b"VP8 ")), no_frames(webp_lossy)),
-        (tf.logical_and(is_webp, tf.equal(webp_chunk, b"VP8L")), no_frames(webp_lossless)),
-        (tf.logical_and(is_webp, tf.equal(webp_chunk, b"VP8X")), no_frames(webp_extended)),
-        (tf.constant(True), no_frames(lambda: tf.constant(-1, dtype=tf.int64))),
-    ]
-    # The first format whose test holds, as one Case op: `tf.case(exclusive=False)` nests a cond
-    # per format, and in a tf.data map each is a function call (a JPEG went through five).
-    first = tf.argmax(tf.stack([test for test, _ in formats]), output_type=tf.int32)
-    pixels, frames = tf.switch_case(first, [branch for _, branch in formats])
-    return pixels, frames, is_webp, _is_animated_webp_header(padded, is_webp)
+    `decode_image` runs these checks for every image of every epoch, inside a tf.data map,
+    where each op costs about a microsecond and a cond or a case (a function call) about a
+    hundred: so every format's size is read from one padded header by a few matrix ops, and the
+    format's is picked; the two reads that need more than the header (a JPEG's frame header, a
+    GIF's frames) are given stand-in bytes when the bytes are another format.
+    """
+    pattern, mask, weights, shifts, bits, plus = _header_tables()
+    header = tf.cast(tf.io.decode_raw(_padded_header(image_bytes), tf.uint8), tf.int64)
+    # Which formats the first 16 bytes match (the padding is NUL, which no pattern ends with).
+    differs = tf.cast(tf.not_equal(header[:16], tf.constant(pattern, tf.int64)), tf.int64)
+    matches = tf.equal(tf.reduce_sum(differs * tf.constant(mask, tf.int64), axis=1), 0)
+    fields = tf.linalg.matvec(tf.constant(weights, tf.int64), header, transpose_a=True)
+    fields = tf.bitwise.bitwise_and(tf.bitwise.right_shift(fields, shifts), bits) + plus
+    # A top-down BMP's height (field 5) is negative: fold it (and only it: a PNG declaring
+    # 2^32 - 1 must stay a bomb).
+    folds = tf.constant([index == 5 for index in range(len(shifts))])
+    fields = tf.where(folds & (fields >= 2 ** 31), 2 ** 32 - fields, fields)
+    sizes = tf.reduce_prod(tf.reshape(fields, [-1, 2]), axis=1)  # PNG, GIF, BMP, 3 WebPs
+
+    jpeg = tf.reduce_prod(tf.io.extract_jpeg_shape(
+        tf.where(matches[_JPEG], image_bytes, _TINY_JPEG), output_type=tf.int64)[:2])
+    length = tf.strings.length(image_bytes)
+    # The first test that holds: empty, then the formats, else unknown (-1).
+    tests = tf.concat([[tf.equal(length, 0)], matches, [True]], 0)
+    candidates = tf.concat([[0], sizes, [jpeg, -1]], 0)
+    pixels = tf.gather(candidates, tf.argmax(tests, output_type=tf.int32))
+
+    is_gif = matches[_GIF]
+    frames = _gif_frames(tf.strings.substr(image_bytes, 0, tf.where(is_gif, length, 0)),
+                         fields[2:4])
+    frames = tf.where(is_gif, frames, 0)
+    # VP8X flags (byte 20): 2 is the animation flag
+    animated = matches[_VP8X] & tf.not_equal(tf.bitwise.bitwise_and(header[20], 2), 0)
+    return pixels, frames, animated
+
+
+#: What TensorFlow says before the message of an image `decode_image` refuses (see `_refuse`);
+#: `imgclf.serving.manager.clean_tf_message` and the data sets' verdicts leave it out.
+REFUSAL_PREFIX = "StringToNumberOp could not correctly convert string: "
+
+
+def _refuse(rules):
+    """An op that raises `InvalidArgumentError` for the first of `rules`, `(broken, parts)`, that
+    is broken, its message reading "assertion failed: [part] [part] ..." as an Assert op's would
+    (parts are strings, or int64 scalars shown as numbers), after `REFUSAL_PREFIX`.
+
+    Not an Assert op: in a tf.data map an Assert (or CheckNumerics) costs about 100 microseconds
+    per image, a tenth of decoding one, where a number conversion that fails costs nothing.
+    """
+    messages = []
+    for _, parts in rules:
+        texts = [part if isinstance(part, str) else tf.strings.as_string(part) for part in parts]
+        pieces = ["assertion failed: ["]
+        for index, text in enumerate(texts):
+            pieces += ([] if index == 0 else ["] ["]) + [text]
+        messages.append(tf.strings.join(pieces + ["]"]))
+    broken = tf.stack([rule for rule, _ in rules])
+    message = tf.gather(tf.stack(messages), tf.argmax(broken, output_type=tf.int32))
+    return tf.strings.to_number(tf.where(tf.reduce_any(broken), message, "0"))
 
 
 def decode_image(image_bytes, image_size, max_pixels=MAX_IMAGE_PIXELS):
@@ -227,38 +283,35 @@ def decode_image(image_bytes, image_size, max_pixels=MAX_IMAGE_PIXELS):
     first frame. Raises `InvalidArgumentError` for bytes that are not an image of `IMAGE_FORMATS`
     (JPEG XL included), for a truncated image, for one that declares more than `max_pixels`
     pixels, for an animated WebP and for a GIF whose frames may add up to more than
-    `MAX_GIF_DECODED_PIXELS`.
+    `MAX_GIF_DECODED_PIXELS`: the first of these rules an image breaks is named.
+
+    It runs for every image of every epoch, in a tf.data map, so it has no control flow (see
+    `_header_facts`) and no Assert op (see `_refuse`).
     """
-    pixels, frames, is_webp, animated = _header_facts(image_bytes)
-    known = tf.debugging.Assert(pixels >= 0, [UNKNOWN_FORMAT_MESSAGE])
-    still = tf.debugging.Assert(tf.logical_not(animated), [ANIMATED_WEBP_MESSAGE])
-    with tf.control_dependencies([known, still]):
-        check = tf.debugging.Assert(
-            pixels <= max_pixels,
-            ["image declares", pixels, "pixels, more than the limit of", max_pixels],
-        )
-    with tf.control_dependencies([check]):
-        few = tf.debugging.Assert(
-            frames * pixels <= MAX_GIF_DECODED_PIXELS,
-            ["GIF may hold", frames, "frames of", pixels, "pixels, more than the limit of",
-             MAX_GIF_DECODED_PIXELS, "decoded pixels"],
-        )
-    with tf.control_dependencies([known, still, check, few]):
-        # TensorFlow's WebP decoder cannot turn RGBA (alpha, animations) into RGB: decode the
-        # channels the file has, then drop alpha, as the other decoders do.
-        image = tf.cond(
-            is_webp,
-            lambda: tf.io.decode_image(image_bytes, dtype=tf.uint8, expand_animations=False)[..., :3],
-            lambda: tf.io.decode_image(
-                image_bytes, channels=3, dtype=tf.uint8, expand_animations=False
-            ),
-        )
-    image = tf.ensure_shape(image, [None, None, 3])
-    image = tf.cast(image, tf.float32)
-    # No cond to skip images already of the size (as `resize_images` has): bilinear resizing to
-    # the same size gives the pixels back exactly, and in a tf.data map the cond cost more than
-    # the resizing it saves.
-    return tf.image.resize(image, image_size, method="bilinear")
+    pixels, frames, animated = _header_facts(image_bytes)
+    refused = _refuse([
+        (pixels < 0, [UNKNOWN_FORMAT_MESSAGE]),
+        (animated, [ANIMATED_WEBP_MESSAGE]),
+        (pixels > max_pixels,
+         ["image declares", pixels, f"pixels, more than the limit of] [{max_pixels}"]),
+        (frames * pixels > MAX_GIF_DECODED_PIXELS,
+         ["GIF may hold", frames, "frames of", pixels,
+          f"pixels, more than the limit of] [{MAX_GIF_DECODED_PIXELS}] [decoded pixels"]),
+    ])
+    # The decoder takes the bytes through the refusal (a control dependency on an op that is not
+    # stateful may be pruned): no refused image is ever decoded.
+    checked = tf.where(tf.equal(refused, 0), image_bytes, "")
+    # The channels the file has: TensorFlow's WebP decoder cannot turn RGBA (alpha, animations)
+    # into RGB, and choosing a decoder per format would be a branch. Every format gives the
+    # pixels `channels=3` gives once the channels are picked below.
+    image = tf.io.decode_image(checked, dtype=tf.uint8, expand_animations=False)
+    # Resizing float32 costs a tenth less than resizing uint8 (the same pixels).
+    image = tf.image.resize(tf.cast(image, tf.float32), image_size, method="bilinear")
+    # Gray (and gray + alpha) to RGB, alpha dropped, after resizing (fewer pixels): the first
+    # three channels (for RGB a slice that is the whole image, which costs nothing) or the
+    # first one broadcast (a gather would cost half as much as the decoding).
+    kept = tf.where(tf.shape(image)[2] >= 3, 3, 1)
+    return tf.broadcast_to(image[:, :, :kept], [*image_size, 3])
 
 
 def decode_image_batch(image_bytes, image_size, max_pixels=MAX_IMAGE_PIXELS):

@@ -39,6 +39,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from tensorflow_serving.apis import status_pb2
 from tensorflow.core.protobuf import error_codes_pb2
 
+from imgclf.images import REFUSAL_PREFIX
 from imgclf.serving.tensor_proto import tensor_proto_to_array
 from imgclf.serving.tensor_spec import TensorSpec, check_inputs, describe_arrays, describe_specs
 from imgclf.serving.status import StatusError, invalid_argument, not_found
@@ -180,6 +181,7 @@ _TF_NOISE = [
     re.compile(r"\s*\[\[\{\{.*?\}\}\]\]", re.S),
     re.compile(r"\s*\[Op:[^\]]*\]"),
     re.compile(r"\s*\(defined at [^)]*\)"),
+    re.compile(re.escape(REFUSAL_PREFIX)),  # decode_image's refusals
 ]
 _ASSERTION = re.compile(r"assertion failed: \[(.*)\]", re.S)
 _TF_NOISE_LINES = re.compile(
@@ -193,8 +195,9 @@ def clean_tf_message(message):
         ...                  "call last):\\n<stack traces unavailable>\\nInvalid PNG data, size 60\\n"
         ...                  "\\t [[{{node DecodeImage}}]] [Op:__inference_signature_wrapper_824]")
         'Invalid PNG data, size 60'
-        >>> clean_tf_message("assertion failed: [image declares] [49000000] [pixels, more than the "
-        ...                  "limit of] [33554432]")
+        >>> clean_tf_message("StringToNumberOp could not correctly convert string: assertion "
+        ...                  "failed: [image declares] [49000000] [pixels, more than the limit of] "
+        ...                  "[33554432]")
         'image declares 49000000 pixels, more than the limit of 33554432'
     """
     for pattern in _TF_NOISE:
