@@ -2,14 +2,15 @@
 
 import json
 import os
+import shutil
 
 import pytest
 import tensorflow as tf
 
 from conftest_spark import shared_spark_session
 
-from imgclf.data import convert_folder, create_test_dataset
-from imgclf.data.tfrecord import LAYOUT_FILE
+from imgclf.data import convert_folder, create_test_dataset, create_train_val_datasets
+from imgclf.data.tfrecord import LAYOUT_FILE, shard_file_names
 from imgclf.spark.records import labels_from_paths, write_tfrecords
 
 
@@ -42,18 +43,98 @@ def _records(directory, layout):
     return shards
 
 
-def test_spark_writes_the_converters_layout_and_records(sample, tmp_path):
+def _by_name(directory, layout):
+    """`{name: (index, label, bytes)}` of every record, checked against the layout's shards."""
+    found = {}
+    for file, records in _records(directory, layout).items():
+        indices = next(shard["indices"] for shard in layout["shards"] if shard["file"] == file)
+        assert [index for index, *_ in records] == indices
+        for index, label, name, encoded in records:
+            assert name not in found
+            found[name] = (index, label, encoded)
+    return found
+
+
+def test_spark_writes_the_converters_records_and_numbering(sample, tmp_path):
     spark_dir, converted_dir = tmp_path / "spark", tmp_path / "converted"
-    layout = write_tfrecords(_images(sample), str(spark_dir), num_shards=3, seed=1)
+    layout = write_tfrecords(_images(sample), str(spark_dir), num_shards=3)
     expected = convert_folder(sample, converted_dir, num_shards=3, seed=1)
 
-    assert layout == {**expected, "unreadable": {}}
+    # The same records, numbered alike; only which shard holds which record differs.
+    for entry in ("format", "class_names", "num_examples", "class_counts", "files", "labels",
+                  "left_out"):
+        assert layout[entry] == expected[entry], entry
     assert layout["class_counts"] == {"circle": 12, "square": 12, "triangle": 12}
+    assert layout["unreadable"] == {}
+    assert _by_name(spark_dir, layout) == _by_name(converted_dir, expected)
+    assert len(_by_name(spark_dir, layout)) == 36
+    assert [shard["file"] for shard in layout["shards"]] == shard_file_names(3)
     assert json.loads((spark_dir / LAYOUT_FILE).read_text()) == layout
-    assert sorted(os.listdir(spark_dir)) == sorted(os.listdir(converted_dir))
-    assert _records(spark_dir, layout) == _records(converted_dir, expected)
+    assert sorted(os.listdir(spark_dir)) == sorted(shard_file_names(3) + [LAYOUT_FILE])
     # Nothing staged is left beside it.
     assert sorted(os.listdir(tmp_path)) == ["converted", "spark"]
+
+
+def _in_partitions(sample, count):
+    """The sample's images in `count` partitions of equal size, in name order."""
+    images = _images(sample).select("key", "label", "content")
+    rows = sorted(images.collect())
+    return images.sparkSession.createDataFrame(
+        images.sparkSession.sparkContext.parallelize(rows, count), images.schema)
+
+
+def test_each_task_writes_its_own_partition(sample, tmp_path):
+    images = _in_partitions(sample, 3)
+    partitions = images.rdd.mapPartitions(lambda rows: [[row.key for row in rows]]).collect()
+    assert [len(keys) for keys in partitions] == [12, 12, 12]
+
+    layout = write_tfrecords(images, str(tmp_path / "records"))
+    # One shard per partition, its records in the partition's order: no shuffle between.
+    assert [[name for _, _, name, _ in records]
+            for records in _records(tmp_path / "records", layout).values()] == partitions
+
+
+@pytest.mark.parametrize("num_shards, expected", [
+    (None, [12, 12, 12]),       # one per partition
+    (2, None),                  # neighbouring partitions merged: 2 tasks, 2 shards
+    (5, [6, 6, 6, 6, 12]),      # 2 files for the first two partitions, 1 for the third
+    (100, [1] * 36),            # at most one shard per record
+])
+def test_num_shards_is_at_most_and_splits_or_merges_partitions(sample, tmp_path, num_shards,
+                                                               expected):
+    layout = write_tfrecords(_in_partitions(sample, 3), str(tmp_path / "records"),
+                             num_shards=num_shards)
+    sizes = [len(shard["indices"]) for shard in layout["shards"]]
+    if expected is None:
+        assert len(sizes) == 2 and sum(sizes) == 36
+    else:
+        assert sorted(sizes) == sorted(expected)
+    assert sorted(i for shard in layout["shards"] for i in shard["indices"]) == list(range(36))
+    assert len(_by_name(tmp_path / "records", layout)) == 36
+
+
+def test_records_split_as_the_folder_does(sample, tmp_path):
+    """A folder (with two bad images) and its Spark-written records give the same training and
+    validation files: the split is keyed by each image's name, the bad ones included."""
+    folder = tmp_path / "data"
+    shutil.copytree(sample, folder)
+    # Not empty: a binaryFile read leaves out files of 0 bytes altogether.
+    (folder / "square" / "cut.png").write_bytes((folder / "square" / "0000.png").read_bytes()[:40])
+    (folder / "circle" / "text.png").write_bytes(b"not an image")
+    layout = write_tfrecords(_images(folder).repartition(2), str(tmp_path / "records"))
+    assert sorted(layout["unreadable"]) == ["circle/text.png", "square/cut.png"]
+    assert [name for _, name in layout["left_out"]] == ["circle/text.png", "square/cut.png"]
+
+    def names(dataset, root=""):
+        return sorted(os.path.relpath(path, root) if root else path for path in dataset.file_paths)
+
+    for seed in (1, 42):
+        folder_sets = create_train_val_datasets(folder, (16, 16), 8, 0.6, seed=seed)
+        record_sets = create_train_val_datasets(tmp_path / "records", (16, 16), 8, 0.6, seed=seed)
+        for from_folder, from_records in zip(folder_sets, record_sets):
+            expected = [name for name in names(from_folder, folder)
+                        if name not in layout["unreadable"]]
+            assert names(from_records) == expected and expected
 
 
 def test_bad_images_are_named_in_the_layout_and_left_out(sample, tmp_path):

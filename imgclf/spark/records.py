@@ -5,22 +5,30 @@
     >>> layout["class_names"], layout["class_counts"], layout["unreadable"]
     (['cat', 'dog'], {'cat': 12499, 'dog': 12500}, {'cat/666.jpg': 'Input is empty.'})
 
-The result is what `python -m imgclf.data.tfrecord` writes (`imgclf.data.tfrecord`: the same
-`tfrecords.json`, the same record features, records dealt into shards the same way), so
-`imgclf.training.train` and `imgclf.spark.train` read it like any TFRecord directory; a folder
-converted both ways gives the same shards. `output_dir` must be a path the driver and every
-executor see (a shared or mounted file system: NFS, `/dbfs/...`, a gcsfuse mount), like the
-training that reads it.
+The result is the layout `python -m imgclf.data.tfrecord` writes (`imgclf.data.tfrecord`: the
+same `tfrecords.json`, the same record features, the same record numbers, class names and
+labels), so `imgclf.training.train` and `imgclf.spark.train` read it like any TFRecord
+directory, and it splits into training and validation exactly as the folder does. Only which
+shard holds which record differs: each Spark task writes the records of its own partition.
+`output_dir` must be a path the driver and every executor see (a shared or mounted file system:
+NFS, `/dbfs/...`, a gcsfuse mount), like the training that reads it.
 
-How: a first, light pass reads only the name and label columns to the driver, which orders the
-records as the converter would (by class, then name), numbers them and deals them into shards
-with `seed`. The second pass joins each image to its shard, shuffles the images to one Spark
-partition per shard (in the JVM, not through Python) and each task writes its shard. Every
-image is decoded on its executor by `imgclf.images.decode_image`, the training's own decoder:
-one that does not decode is left out, counted and named with the reason in the layout's
-`unreadable`, never fatal. Everything is written into a hidden folder beside `output_dir` and
-renamed to it when complete, so a failed, killed or concurrent run never leaves a half layout
-where training reads (a crashed driver may leave a `.<name>.partial-*` folder to delete).
+How: a first, light pass reads only the name and label columns to the driver (a `binaryFile`
+read then opens no image), which numbers the records as the converter would (by class, then
+name) and broadcasts name -> number. The second pass runs one task per partition: it writes its
+partition's records, with their numbers, into shard file(s) of its own, so the image bytes go
+from the reader to the writer in the task, never through a Spark shuffle. Every image is decoded
+on its executor by `imgclf.images.decode_image`, the training's own decoder: one that does not
+decode is left out, counted and named with the reason in the layout's `unreadable`, never
+fatal. Everything is written into a hidden folder beside `output_dir` and renamed to it when
+complete, so a failed, killed or concurrent run never leaves a half layout where training reads
+(a crashed driver may leave a `.<name>.partial-*` folder to delete).
+
+A shard holds its records in the order of its partition (for a `binaryFile` read: by file size),
+not shuffled across the data set as the converter's: training mixes them by reading up to 8
+shards interleaved, in a new order each epoch, through a 1024-record shuffle buffer
+(`imgclf.data.records`). A DataFrame sorted by class should be repartitioned first (one shuffle,
+yours to choose) or written with more shards than training reads at once.
 """
 
 import os
@@ -31,6 +39,9 @@ from imgclf.spark.session import require_pyspark
 
 #: The size images are decoded to when checked (the check is whether they decode at all).
 _CHECK_SIZE = (8, 8)
+
+_CHANGED = ("did the DataFrame change between its two reads? (cache it, or write it to Parquet "
+            "first)")
 
 
 def labels_from_paths(df, path_col="path", label_col="label", key_col="key"):
@@ -56,7 +67,7 @@ def labels_from_paths(df, path_col="path", label_col="label", key_col="key"):
 
 
 def write_tfrecords(df, output_dir, image_col="content", label_col="label", key_col="key",
-                    class_names=None, num_shards=None, seed=0, check_images=True):
+                    class_names=None, num_shards=None, check_images=True):
     """Write the images of `df` as a TFRecord data set in `output_dir`; return its layout.
 
     Args:
@@ -66,19 +77,23 @@ def write_tfrecords(df, output_dir, image_col="content", label_col="label", key_
         output_dir: the TFRecord directory to create; it must not exist or be empty.
         class_names: the classes in label order (a test set's must be its training set's);
             by default the labels found, sorted. A label not in it is refused.
-        num_shards: shard files to write, one Spark task each (at least one per training
-            worker); by default as many as `df` has partitions, at most one per image.
-        seed: seeds how records are dealt into shards (as the converter's `--seed`).
+        num_shards: how many shard files to write, at most: exactly that many when every
+            partition holds enough images. Fewer than `df`'s partitions merges neighbouring
+            partitions (`coalesce`: fewer tasks, no shuffle); more splits each partition's
+            records among several files of its task. By default one shard per non-empty
+            partition. For multi-worker training, write at least one shard per worker.
         check_images: decode every image on its executor and leave out those that fail.
 
     Returns the layout written to `output_dir/tfrecords.json`, with `unreadable`
     (`{name: reason}`) and `class_counts` (records written per class).
+
+        >>> write_tfrecords(images.repartition(64), "/mnt/records/train")   # 64 shards
     """
     require_pyspark()
     from pyspark.sql import functions as F
     from pyspark.sql.types import BinaryType
 
-    from imgclf.data.tfrecord import deal_into_shards, shard_file_names, write_layout
+    from imgclf.data.tfrecord import shard_file_names, write_layout
 
     output_dir = os.path.abspath(os.fspath(output_dir))
     _require_columns(df, [image_col, label_col, key_col])
@@ -95,7 +110,8 @@ def write_tfrecords(df, output_dir, image_col="content", label_col="label", key_
         raise ValueError(f"num_shards must be a positive integer; received {num_shards!r}")
 
     # Pass 1, names and labels only (a binaryFile read then opens no image).
-    rows = df.select(F.col(key_col).cast("string"), F.col(label_col).cast("string")).collect()
+    key, label = F.col(key_col).cast("string"), F.col(label_col).cast("string")
+    rows = df.select(key, label).collect()
     keys = [row[0] for row in rows]
     labels_text = [row[1] for row in rows]
     _check_names(keys, labels_text, key_col, label_col)
@@ -108,57 +124,54 @@ def write_tfrecords(df, output_dir, image_col="content", label_col="label", key_
     label_of = {name: i for i, name in enumerate(class_names)}
     # The converter's order: by class, then by name (its sorted listing); index = position.
     records = sorted(zip((label_of[text] for text in labels_text), keys))
-    files = [key for _, key in records]
+    files = [name for _, name in records]
     labels = [label for label, _ in records]
-    if num_shards is None:
-        num_shards = df.rdd.getNumPartitions()
-    members_of = deal_into_shards(range(len(files)), num_shards, seed)
 
+    # Pass 2: each task writes its own partition; no image goes through a shuffle.
+    images = df.select(key, label, F.col(image_col))
+    partitions = images.rdd.getNumPartitions()
+    if num_shards is not None and num_shards < partitions:
+        images, partitions = images.coalesce(num_shards), num_shards
+    files_per_partition = [1] * partitions if num_shards is None or num_shards <= partitions else [
+        num_shards // partitions + (p < num_shards % partitions) for p in range(partitions)
+    ]
     spark = df.sparkSession
-    buckets = _partition_keys(spark, len(members_of))
-    plan = spark.createDataFrame(
-        [(files[i], i, labels[i], shard, buckets[shard], position)
-         for shard, members in enumerate(members_of) for position, i in enumerate(members)],
-        "key string, index long, label int, shard int, bucket long, position int",
+    numbering = spark.sparkContext.broadcast(
+        {name: (index, label) for index, (label, name) in enumerate(records)}
     )
-    images = df.select(F.col(key_col).cast("string").alias("key"), F.col(image_col).alias("image"))
-    # One partition per shard, its images in the shard's order: each task writes one file.
-    ordered = (images.join(F.broadcast(plan), "key")
-               .repartition(len(members_of), "bucket")
-               .sortWithinPartitions("shard", "position")
-               .select("shard", "index", "label", "key", "image"))
 
     parent, name = os.path.split(output_dir)
     staging = os.path.join(parent, f".{name}.partial-{uuid.uuid4().hex[:12]}")
     os.makedirs(staging)
     try:
-        written = ordered.rdd.mapPartitions(
-            _shard_writer(staging, check_images)
+        written = images.rdd.mapPartitionsWithIndex(
+            _partition_writer(staging, numbering, class_names, files_per_partition, check_images)
         ).collect()
-        by_shard = {shard: (indices, bad) for shard, indices, bad in written}
-        missing = sorted(set(range(len(members_of))) - set(by_shard))
-        if missing:
+        shards, bad = [], []
+        for _, partition_shards, partition_bad in sorted(written):
+            shards += partition_shards
+            bad += partition_bad
+        reported = sorted([i for _, indices in shards for i in indices] + [i for i, _ in bad])
+        if reported != list(range(len(files))):
             raise RuntimeError(
-                f"shards {missing} were not written: did the DataFrame change between its two "
-                "reads? (cache it, or write it to Parquet first)"
+                f"the second read of the DataFrame gave {len(reported)} images with "
+                f"{len(set(reported))} of the {len(files)} names of the first: {_CHANGED}"
             )
-        names = shard_file_names(len(members_of))
-        for shard, final in enumerate(names):
-            os.replace(os.path.join(staging, _staged_name(shard)), os.path.join(staging, final))
+        names = shard_file_names(len(shards))
+        for (staged, _), final in zip(shards, names):
+            os.replace(os.path.join(staging, staged), os.path.join(staging, final))
         for leftover in set(os.listdir(staging)) - set(names):  # failed task attempts' files
             os.remove(os.path.join(staging, leftover))
         unreadable, left_out = {}, []
-        for shard in range(len(members_of)):
-            for index, reason in by_shard[shard][1]:
-                unreadable[files[index]] = reason
-                # Still keyed in the split (`left_out`), as the converter's left-out files are.
-                left_out.append([index, files[index]])
-                files[index] = None
+        for index, reason in sorted(bad):
+            unreadable[files[index]] = reason
+            # Still keyed in the split (`left_out`), as the converter's left-out files are.
+            left_out.append([index, files[index]])
+            files[index] = None
         layout = write_layout(
             staging, class_names, files, labels,
-            [{"file": names[shard], "indices": by_shard[shard][0]}
-             for shard in range(len(members_of))],
-            left_out=sorted(left_out), unreadable=unreadable,
+            [{"file": final, "indices": indices} for final, (_, indices) in zip(names, shards)],
+            left_out=left_out, unreadable=unreadable,
         )
         if os.path.isdir(output_dir):
             os.rmdir(output_dir)  # empty (checked above); a rename replaces no full folder
@@ -166,42 +179,60 @@ def write_tfrecords(df, output_dir, image_col="content", label_col="label", key_
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        numbering.unpersist()
     return layout
 
 
-def _shard_writer(staging, check_images):
-    """The function each task runs over its rows `(shard, index, label, key, image)`."""
+def _partition_writer(staging, numbering, class_names, files_per_partition, check_images):
+    """The function each task runs over its partition's rows `(key, label, image)`.
 
-    def write(rows):
+    It deals the partition's good records among its files (`files_per_partition`, opened only
+    when a record comes for them) and returns `(partition, [(staged file, indices)], [(index,
+    reason), ...])`. Each attempt writes under its own name, renamed when complete.
+    """
+
+    def write(partition, rows):
         import tensorflow as tf
         from pyspark import TaskContext
 
         from imgclf.data.tfrecord import encode_record
 
+        number_of = numbering.value
         reason_of = _image_checker() if check_images else (lambda image: None)
         attempt = TaskContext.get().taskAttemptId()
-        shard, writer, indices, bad, partial = None, None, [], [], None
-
-        def finish():
-            writer.close()
-            os.replace(partial, os.path.join(staging, _staged_name(shard)))
-            return shard, indices, bad
-
-        for row_shard, index, label, key, image in rows:
-            if row_shard != shard:
+        count = files_per_partition[partition]
+        writers, indices, bad, good = [None] * count, [[] for _ in range(count)], [], 0
+        staged = [f"part-{partition:05d}-{j:05d}.tfrecord" for j in range(count)]
+        try:
+            for key, label, image in rows:
+                if key not in number_of:
+                    raise RuntimeError(f"image '{key}' was not in the first read: {_CHANGED}")
+                index, label_index = number_of[key]
+                if label != class_names[label_index]:
+                    raise RuntimeError(
+                        f"image '{key}' has label '{label}', '{class_names[label_index]}' in the "
+                        f"first read: {_CHANGED}"
+                    )
+                reason = reason_of(image)
+                if reason is not None:
+                    bad.append((index, reason))
+                    continue
+                j, good = good % count, good + 1
+                if writers[j] is None:
+                    writers[j] = tf.io.TFRecordWriter(
+                        os.path.join(staging, f"{staged[j]}.attempt-{attempt}"))
+                writers[j].write(encode_record(bytes(image), label_index, key, index))
+                indices[j].append(index)
+        finally:
+            for writer in writers:
                 if writer is not None:
-                    yield finish()
-                shard, indices, bad = row_shard, [], []
-                partial = os.path.join(staging, f"{_staged_name(shard)}.attempt-{attempt}")
-                writer = tf.io.TFRecordWriter(partial)
-            reason = reason_of(image)
-            if reason is not None:
-                bad.append((index, reason))
-                continue
-            writer.write(encode_record(bytes(image), label, key, index))
-            indices.append(index)
-        if writer is not None:
-            yield finish()
+                    writer.close()
+        for j in range(count):
+            if writers[j] is not None:
+                os.replace(os.path.join(staging, f"{staged[j]}.attempt-{attempt}"),
+                           os.path.join(staging, staged[j]))
+        yield partition, [(staged[j], indices[j]) for j in range(count) if indices[j]], bad
 
     return write
 
@@ -225,27 +256,6 @@ def _image_checker():
         return None
 
     return reason
-
-
-def _staged_name(shard):
-    return f"shard-{shard:05d}.tfrecord"
-
-
-def _partition_keys(spark, count):
-    """For each partition p of `count`, a number that `repartition(count, column)` sends to p.
-
-    Spark places a row by the Murmur3 hash of the column; asking Spark for the hash of a few
-    candidates gives each shard its own partition, where hashing shard numbers would put some
-    shards together and leave other tasks idle.
-    """
-    from pyspark.sql import functions as F
-
-    found = {}
-    for row in spark.range(0, 64 * count).select(
-        "id", F.pmod(F.hash("id"), F.lit(count)).alias("partition")
-    ).collect():
-        found.setdefault(row["partition"], row["id"])
-    return [found[p] for p in range(count)]
 
 
 def _check_names(keys, labels, key_col, label_col):
