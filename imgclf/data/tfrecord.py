@@ -112,7 +112,7 @@ def deal_into_shards(positions, num_shards, seed=0):
     """The members of each shard: `positions` shuffled with `seed`, dealt like cards.
 
     At most one shard per position (and at least one). The same positions, count and seed give
-    the same shards, whichever writer (`convert_folder`, `imgclf.spark.write_tfrecords`) deals.
+    the same shards.
 
         >>> deal_into_shards([0, 1, 2, 3, 4], 2, seed=0)
         [[2, 3, 1], [4, 0]]
