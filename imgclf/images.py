@@ -62,28 +62,10 @@ def resize_images(images, image_size):
     )
 
 
-def _header_uint(header, start, length, little_endian):
-    """An unsigned integer read from `length` bytes of `header` (int64 vector) at `start`."""
-    weights = [256 ** i for i in range(length)]
-    if not little_endian:
-        weights = weights[::-1]
-    return tf.reduce_sum(header[start:start + length] * tf.constant(weights, dtype=tf.int64))
-
-
 def _padded_header(image_bytes, length=32):
     """The first `length` bytes of `image_bytes`, padded with NULs (substr fails past the end)."""
     padded = tf.strings.join([tf.strings.substr(image_bytes, 0, length), tf.constant(b"\0" * length)])
     return tf.strings.substr(padded, 0, length)
-
-
-def _is_webp(image_bytes):
-    return _is_webp_header(_padded_header(image_bytes, 16))
-
-
-def _is_webp_header(padded):
-    """`_is_webp` from the bytes' `_padded_header` (of 16 bytes or more)."""
-    return tf.logical_and(tf.equal(tf.strings.substr(padded, 0, 4), b"RIFF"),
-                          tf.equal(tf.strings.substr(padded, 8, 4), b"WEBP"))
 
 
 def is_animated_webp(image_bytes):
@@ -93,17 +75,7 @@ def is_animated_webp(image_bytes):
     "corrupted double-linked list", then the process dies), so `decode_image` refuses them before
     decoding.
     """
-    padded = _padded_header(image_bytes)
-    return _is_animated_webp_header(padded, _is_webp_header(padded))
-
-
-def _is_animated_webp_header(padded, is_webp):
-    """`is_animated_webp` from the bytes' 32-byte `_padded_header` and `_is_webp`."""
-    flags = tf.io.decode_raw(tf.strings.substr(padded, 20, 1), tf.uint8)[0]
-    return tf.logical_and(
-        tf.logical_and(is_webp, tf.equal(tf.strings.substr(padded, 12, 4), b"VP8X")),
-        tf.not_equal(tf.bitwise.bitwise_and(flags, 2), 0),
-    )
+    return _header_facts(image_bytes)[2]
 
 
 def gif_frames_bound(image_bytes):
@@ -188,7 +160,7 @@ _PNG, _GIF, _BMP, _VP8X, _JPEG = 0, 1, 2, 5, 6
 
 
 def _header_tables():
-    """The constant matrices `_header_facts` reads `_HEADER_FORMATS` with."""
+    """The constant tables `_header_facts` reads `_HEADER_FORMATS` with (`_HEADER_TABLES`)."""
     pattern, mask = [], []
     weights, shifts, bits, plus = [], [], [], []
     for magic, fields in _HEADER_FORMATS:
@@ -212,6 +184,9 @@ def _header_tables():
     return pattern, mask, weights, shifts, bits, plus
 
 
+_HEADER_TABLES = _header_tables()
+
+
 def _header_facts(image_bytes):
     """`(declared_pixels, gif_frames_bound, is_animated_webp)` of the bytes, without control flow.
 
@@ -221,7 +196,7 @@ def _header_facts(image_bytes):
     format's is picked; the two reads that need more than the header (a JPEG's frame header, a
     GIF's frames) are given stand-in bytes when the bytes are another format.
     """
-    pattern, mask, weights, shifts, bits, plus = _header_tables()
+    pattern, mask, weights, shifts, bits, plus = _HEADER_TABLES
     header = tf.cast(tf.io.decode_raw(_padded_header(image_bytes), tf.uint8), tf.int64)
     # Which formats the first 16 bytes match (the padding is NUL, which no pattern ends with).
     differs = tf.cast(tf.not_equal(header[:16], tf.constant(pattern, tf.int64)), tf.int64)

@@ -255,11 +255,10 @@ def _available_memory():
 
 @functools.lru_cache(maxsize=None)
 def image_decoder(image_size, read_file=False):
-    """`imgclf.images.decode_image` for `image_size`, traced once for every data set made.
-
-    Each `Dataset.map` traces its function anew, and tracing the decoder (with its header checks)
-    costs a quarter of a second: a start-up cost paid per data set. A `tf.function` traced once
-    is shared instead. With `read_file`, it takes a path and reads the file first.
+    """`imgclf.images.decode_image` for `image_size` as a `tf.function`, traced once and shared
+    by the verdicts on single files, evaluation and prediction. With `read_file`, it takes a path
+    and reads the file first. The data sets trace its Python function into their own map instead
+    (`decoded_batches`: a nested function call would run outside the single-threaded executor).
 
         >>> image = image_decoder((224, 224), read_file=True)(tf.constant("cat.jpg"))
     """
