@@ -239,21 +239,15 @@ def _partition_writer(staging, numbering, class_names, files_per_partition, chec
 
 def _image_checker():
     """`reason(image_bytes)`: None if the image decodes as training will decode it, else why."""
-    import tensorflow as tf
-
-    from imgclf.data.pipeline import decode_error, image_decoder
+    from imgclf.data.pipeline import ReadFailure, decode_error, image_decoder
 
     decoder = image_decoder(_CHECK_SIZE)
 
     def reason(image):
         if image is None:
             return "no image bytes (null)"
-        image = bytes(image)
-        try:
-            decoder(tf.constant(image))
-        except tf.errors.OpError:
-            return decode_error(decoder, image)
-        return None
+        verdict = decode_error(decoder, bytes(image))
+        return None if isinstance(verdict, ReadFailure) else verdict  # ReadFailure: it decodes
 
     return reason
 
