@@ -9,9 +9,10 @@ import tensorflow as tf
 
 from conftest_spark import shared_spark_session
 
-from imgclf.data import convert_folder, create_test_dataset, create_train_val_datasets
+from imgclf.data import (convert_folder, create_test_dataset, create_train_val_datasets,
+                         list_image_files)
 from imgclf.data.tfrecord import LAYOUT_FILE, shard_file_names
-from imgclf.spark.records import labels_from_paths, write_tfrecords
+from imgclf.spark.records import labels_from_paths, read_image_folder, write_tfrecords
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +198,28 @@ def test_usage_errors_name_what_arrived(sample, tmp_path):
     (tmp_path / "full" / "x").write_text("")
     with pytest.raises(FileExistsError, match="is not empty"):
         write_tfrecords(images, str(tmp_path / "full"))
+
+
+def test_read_image_folder_labels_as_the_converter_lists(sample, tmp_path):
+    folder = tmp_path / "data é"           # a name a URI would escape
+    shutil.copytree(sample, folder)
+    (folder / "circle" / "more").mkdir()
+    shutil.copy(folder / "circle" / "0000.png", folder / "circle" / "more" / "0000.PNG")
+    (folder / "square" / "notes.txt").write_text("not an image name")
+    (folder / "loose.png").write_bytes((folder / "circle" / "0000.png").read_bytes())
+    spark = shared_spark_session()
+
+    images = read_image_folder(folder, spark)
+    paths, labels, class_names = list_image_files(folder)
+    expected = sorted((os.path.relpath(path, folder), class_names[label])
+                      for path, label in zip(paths, labels))
+    assert sorted(images.select("key", "label").collect()) == expected
+    assert ("circle/more/0000.PNG", "circle") in expected and len(expected) == 37
+    # Straight into the converter's layout.
+    layout = write_tfrecords(images, str(tmp_path / "records"))
+    assert layout["files"] == convert_folder(folder, tmp_path / "converted")["files"]
+
+    with pytest.raises(FileNotFoundError, match=r"^dataset folder '.*nowhere' does not exist$"):
+        read_image_folder(tmp_path / "nowhere", spark)
+    with pytest.raises(ValueError, match=r"^dataset folder '.*loose.png' is not a directory$"):
+        read_image_folder(folder / "loose.png", spark)

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from conftest_spark import shared_spark_session
 
-from imgclf.spark.records import labels_from_paths, write_tfrecords
+from imgclf.spark.records import read_image_folder, write_tfrecords
 from imgclf.spark.training import SparkTrainingError, run_workers, train
 
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multi_worker_probe.py")
@@ -27,7 +27,7 @@ TRAINING = dict(input_shape=(32, 32, 3), batch_size=8, seed=3)
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    """Sample images (3 classes, 32 px) read with binaryFile and written to TFRecords by Spark."""
+    """Sample images (3 classes, 32 px) read by Spark and written to TFRecords by Spark."""
     from imgclf.data.sample_data import write_sample_dataset
 
     root = tmp_path_factory.mktemp("spark-training")
@@ -36,7 +36,7 @@ def records(tmp_path_factory):
     spark = shared_spark_session()
     layouts = {}
     for role in ("train", "test"):
-        images = labels_from_paths(spark.read.format("binaryFile").load(f"{root}/data/{role}/*/*"))
+        images = read_image_folder(root / "data" / role, spark)
         # One shard: each worker reads every record and keeps its share of each batch.
         layouts[role] = write_tfrecords(images, str(root / "records" / role), num_shards=1)
     assert layouts["train"]["num_examples"] == 300 and layouts["train"]["unreadable"] == {}
@@ -132,8 +132,7 @@ def test_two_barrier_workers_train_a_servable_version_that_spark_predicts(record
 
     from imgclf.spark import predict
 
-    images = labels_from_paths(
-        spark.read.format("binaryFile").load(f"{records}/data/test/*/*"))
+    images = read_image_folder(records / "data" / "test", spark)
     rows = predict(images, result.export_path).select("path", "class", "error").collect()
     assert len(rows) == 60 and not any(row["error"] for row in rows)  # "" when none
     right = sum(row["class"] == row["path"].split("/")[-2] for row in rows)

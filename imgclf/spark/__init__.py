@@ -10,21 +10,20 @@ The modules import pyspark; `import imgclf` and its other parts never do.
 
 import importlib
 
-import importlib
-
 #: Names imported on first use (they import pyspark, TensorFlow). `predict` lives in
 #: `imgclf.spark.prediction`: a module named `predict` would shadow the function once imported.
 _HOMES = {
     "predict": "imgclf.spark.prediction",
     "predict_files_cli": "imgclf.spark.files",  # imgclf-predict --engine spark
     "labels_from_paths": "imgclf.spark.records",
+    "read_image_folder": "imgclf.spark.records",
     "write_tfrecords": "imgclf.spark.records",
     "train": "imgclf.spark.training",
     "SparkTrainingError": "imgclf.spark.training",
     "SparkTrainingResult": "imgclf.spark.training",
 }
-__all__ = ["SparkTrainingError", "SparkTrainingResult", "labels_from_paths", "predict", "train",
-           "write_tfrecords"]
+__all__ = ["SparkTrainingError", "SparkTrainingResult", "labels_from_paths", "predict",
+           "read_image_folder", "train", "write_tfrecords"]
 
 
 def __getattr__(name):

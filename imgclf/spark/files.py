@@ -231,6 +231,11 @@ class _Storage:
         jpath = self._jvm.org.apache.hadoop.fs.Path(path)
         return jpath.getFileSystem(self._conf), jpath
 
+    def qualified(self, path):
+        """`path` as the file system names it (`/a` -> `file:/a`), as `binaryFile` writes paths."""
+        fs, jpath = self._fs(path)
+        return fs.makeQualified(jpath).toString()
+
     def exists(self, path):
         fs, jpath = self._fs(path)
         return fs.exists(jpath)
