@@ -99,35 +99,23 @@ _GIF_WINDOW_COLUMNS = (
 )
 
 
-def _gif_frames(gif_bytes, screen_sizes):
-    """`gif_frames_bound` of each of a 1-D batch of bytes that are GIFs (or empty: 1) with logical
-    screens `screen_sizes` (int64 `[N, 2]`, width and height), in a handful of ops over every
-    position of every image at once: the images are laid end to end, each followed by 12 NULs
-    (so that no window reaches into the next image), and the hits are summed per image."""
-    count = tf.shape(gif_bytes)[0]
-    lengths = tf.strings.length(gif_bytes)
-    spans = lengths + 12
-    joined = tf.strings.reduce_join(tf.strings.join([gif_bytes, tf.constant(b"\0" * 12)]))
-    data = tf.cast(tf.io.decode_raw(tf.reshape(joined, [1]), tf.uint8)[0], tf.int64)
-    # [positions, 12]: each position's byte and the 11 after it (the last 11 start no window)
-    positions = tf.maximum(tf.shape(data)[0] - 11, 0)
-    windows = tf.gather(data, tf.range(positions)[:, None] + tf.range(12)[None, :])
-    owner = tf.repeat(tf.range(count), spans)[:positions]
-    # a window starts within the first `length - 1` bytes of its own image, as for one image
-    offset = tf.range(positions) - tf.gather(tf.cumsum(spans, exclusive=True), owner)
-    inside = offset < tf.gather(tf.maximum(lengths - 1, 0), owner)
+def _gif_frames(image_bytes, screen_size):
+    """`gif_frames_bound` of bytes that are a GIF (or are empty: 1) whose logical screen is
+    `screen_size` (int64 `[width, height]`), in a handful of ops over all positions at once."""
+    positions = tf.maximum(tf.strings.length(image_bytes) - 1, 0)
+    padded = tf.io.decode_raw(tf.strings.join([image_bytes, tf.constant(b"\0" * 12)]), tf.uint8)
+    # [positions, 12]: each position's byte and the 11 after it
+    windows = tf.gather(tf.cast(padded, tf.int64),
+                        tf.range(positions)[:, None] + tf.range(12)[None, :])
     weights = [[column.get(row, 0) for column in _GIF_WINDOW_COLUMNS] for row in range(12)]
     fields = tf.linalg.matmul(windows, tf.constant(weights, tf.int64))
     # terminator 0, separator 0x2C, width and height > 0, left + width and top + height inside
     low = tf.constant([0, 0x2C, 1, 1, 0, 0], tf.int64)
-    high = tf.concat([
-        tf.broadcast_to(tf.constant([0, 0x2C, 2 ** 16, 2 ** 16], tf.int64), [positions, 4]),
-        tf.gather(screen_sizes, owner)], 1)
+    high = tf.concat([tf.constant([0, 0x2C, 2 ** 16, 2 ** 16], tf.int64), screen_size], 0)
     placed = tf.reduce_all((fields[:, :6] >= low) & (fields[:, :6] <= high), axis=1)
     # a local colour table (flag 0x80) or an LZW code size of 2-8
     coded = (fields[:, 6] >= 0x80) | ((fields[:, 7] >= 2) & (fields[:, 7] <= 8))
-    hits = tf.cast(placed & coded & inside, tf.int64)
-    return 1 + tf.math.unsorted_segment_sum(hits, owner, count)
+    return 1 + tf.reduce_sum(tf.cast(placed & coded, tf.int64))
 
 
 def declared_pixels(image_bytes):
@@ -200,60 +188,42 @@ _HEADER_TABLES = _header_tables()
 
 
 def _header_facts(image_bytes):
-    """`(declared_pixels, gif_frames_bound, is_animated_webp)` of the bytes, without control flow."""
-    pixels, frames, animated, is_jpeg = _batch_header_facts(tf.reshape(image_bytes, [1]))
-    pixels = tf.where(is_jpeg[0], _jpeg_pixels(image_bytes, is_jpeg[0]), pixels[0])
-    return pixels, frames[0], animated[0]
+    """`(declared_pixels, gif_frames_bound, is_animated_webp)` of the bytes, without control flow.
 
-
-def _batch_header_facts(image_bytes):
-    """For a 1-D batch of encoded images: `(declared_pixels, gif_frames_bound, is_animated_webp,
-    is_jpeg)` of each, except a JPEG's pixels (0 here: see `_jpeg_pixels`).
-
-    `decode_image` runs these checks for every image of every epoch, where each op costs about a
-    microsecond and a cond or a case (a function call) about a hundred: so there is no control
-    flow, every format's size is read from one padded header by a few matrix ops and the
-    format's is picked, a GIF's frames are counted over all positions at once, and the data sets
-    run it over batches of images (`imgclf.data.pipeline.with_header_verdicts`), which shares
-    its hundred-odd ops among them. A JPEG keeps its size in a frame header further on, which
-    `tf.io.extract_jpeg_shape` reads one image at a time.
+    `decode_image` runs these checks for every image of every epoch, inside a tf.data map,
+    where each op costs about a microsecond and a cond or a case (a function call) about a
+    hundred: so every format's size is read from one padded header by a few matrix ops, and the
+    format's is picked; the two reads that need more than the header (a JPEG's frame header, a
+    GIF's frames) are given stand-in bytes when the bytes are another format.
     """
     pattern, mask, weights, shifts, bits, plus = _HEADER_TABLES
-    header = tf.cast(tf.io.decode_raw(_padded_header(image_bytes), tf.uint8), tf.int64)  # [N, 32]
+    header = tf.cast(tf.io.decode_raw(_padded_header(image_bytes), tf.uint8), tf.int64)
     # Which formats the first 16 bytes match (the padding is NUL, which no pattern ends with).
-    differs = tf.cast(tf.not_equal(header[:, None, :16], tf.constant(pattern, tf.int64)), tf.int64)
-    matches = tf.equal(tf.reduce_sum(differs * tf.constant(mask, tf.int64), axis=2), 0)
-    fields = tf.linalg.matmul(header, tf.constant(weights, tf.int64))
+    differs = tf.cast(tf.not_equal(header[:16], tf.constant(pattern, tf.int64)), tf.int64)
+    matches = tf.equal(tf.reduce_sum(differs * tf.constant(mask, tf.int64), axis=1), 0)
+    fields = tf.linalg.matvec(tf.constant(weights, tf.int64), header, transpose_a=True)
     fields = tf.bitwise.bitwise_and(tf.bitwise.right_shift(fields, shifts), bits) + plus
     # A top-down BMP's height (field 5) is negative: fold it (and only it: a PNG declaring
     # 2^32 - 1 must stay a bomb).
     folds = tf.constant([index == 5 for index in range(len(shifts))])
     fields = tf.where(folds & (fields >= 2 ** 31), 2 ** 32 - fields, fields)
-    sizes = tf.reduce_prod(tf.reshape(fields, [-1, len(shifts) // 2, 2]), axis=2)  # [N, 6]
+    sizes = tf.reduce_prod(tf.reshape(fields, [-1, 2]), axis=1)  # PNG, GIF, BMP, 3 WebPs
 
+    jpeg = tf.reduce_prod(tf.io.extract_jpeg_shape(
+        tf.where(matches[_JPEG], image_bytes, _TINY_JPEG), output_type=tf.int64)[:2])
     length = tf.strings.length(image_bytes)
-    count = tf.shape(image_bytes)[0]
     # The first test that holds: empty, then the formats, else unknown (-1).
-    tests = tf.concat([tf.equal(length, 0)[:, None], matches, tf.ones([count, 1], tf.bool)], 1)
-    candidates = tf.concat([tf.zeros([count, 1], tf.int64), sizes,
-                            tf.broadcast_to(tf.constant([[0, -1]], tf.int64), [count, 2])], 1)
-    chosen = tf.argmax(tests, axis=1, output_type=tf.int32)
-    pixels = tf.gather(candidates, chosen, batch_dims=1)
-    is_jpeg = tf.equal(chosen, 1 + _JPEG)
+    tests = tf.concat([[tf.equal(length, 0)], matches, [True]], 0)
+    candidates = tf.concat([[0], sizes, [jpeg, -1]], 0)
+    pixels = tf.gather(candidates, tf.argmax(tests, output_type=tf.int32))
 
-    is_gif = tf.equal(chosen, 1 + _GIF)
-    frames = _gif_frames(tf.where(is_gif, image_bytes, ""), fields[:, 2:4])
+    is_gif = matches[_GIF]
+    frames = _gif_frames(tf.strings.substr(image_bytes, 0, tf.where(is_gif, length, 0)),
+                         fields[2:4])
     frames = tf.where(is_gif, frames, 0)
     # VP8X flags (byte 20): 2 is the animation flag
-    animated = tf.equal(chosen, 1 + _VP8X) & tf.not_equal(tf.bitwise.bitwise_and(header[:, 20], 2), 0)
-    return pixels, frames, animated, is_jpeg
-
-
-def _jpeg_pixels(image_bytes, is_jpeg):
-    """Width x height of one image's JPEG frame header if `is_jpeg`; else 1, from stand-in bytes
-    (`tf.io.extract_jpeg_shape` runs without a branch for every image)."""
-    shape = tf.io.extract_jpeg_shape(tf.where(is_jpeg, image_bytes, _TINY_JPEG), output_type=tf.int64)
-    return shape[0] * shape[1]
+    animated = matches[_VP8X] & tf.not_equal(tf.bitwise.bitwise_and(header[20], 2), 0)
+    return pixels, frames, animated
 
 
 #: What TensorFlow says before the message of an image `decode_image` refuses (see `_refuse`);
@@ -261,58 +231,24 @@ def _jpeg_pixels(image_bytes, is_jpeg):
 REFUSAL_PREFIX = "StringToNumberOp could not correctly convert string: "
 
 
-def _refusals(rules):
-    """For a 1-D batch of images: "0" for each that breaks none of `rules`, `(broken, parts)`
-    (`broken` a bool per image), else the message of the first rule it breaks, reading
-    "assertion failed: [part] [part] ..." as an Assert op's would (parts are strings, or int64
-    per image shown as numbers). `_refuse` raises it.
-    """
-    messages = [tf.broadcast_to(_assertion_message(parts), tf.shape(rule)) for rule, parts in rules]
-    broken = tf.stack([rule for rule, _ in rules], axis=1)
-    message = tf.gather(tf.stack(messages, axis=1), tf.argmax(broken, axis=1, output_type=tf.int32),
-                        batch_dims=1)
-    return tf.where(tf.reduce_any(broken, axis=1), message, "0")
-
-
-def _assertion_message(parts):
-    texts = [part if isinstance(part, str) else tf.strings.as_string(part) for part in parts]
-    pieces = ["assertion failed: ["]
-    for index, text in enumerate(texts):
-        pieces += ([] if index == 0 else ["] ["]) + [text]
-    return tf.strings.join(pieces + ["]"])
-
-
-def _refuse(refusal):
-    """An op that raises `InvalidArgumentError` with the message `refusal` (after
-    `REFUSAL_PREFIX`), or gives 0 for the refusal "0".
+def _refuse(rules):
+    """An op that raises `InvalidArgumentError` for the first of `rules`, `(broken, parts)`, that
+    is broken, its message reading "assertion failed: [part] [part] ..." as an Assert op's would
+    (parts are strings, or int64 scalars shown as numbers), after `REFUSAL_PREFIX`.
 
     Not an Assert op: in a tf.data map an Assert (or CheckNumerics) costs about 100 microseconds
     per image, a tenth of decoding one, where a number conversion that fails costs nothing.
     """
-    return tf.strings.to_number(refusal)
-
-
-def header_verdicts(image_bytes, max_pixels=MAX_IMAGE_PIXELS):
-    """What the headers of a 1-D batch of encoded images say before any is decoded:
-    `(refusals, is_jpeg)`, for each image "0" or why `decode_image` refuses it, and whether it is
-    a JPEG (whose size `decode_with_verdict` still checks). Vectorised: the data sets run it over
-    batches of images, then `decode_with_verdict` on each.
-    """
-    pixels, frames, animated, is_jpeg = _batch_header_facts(image_bytes)
-    refusals = _refusals([
-        (pixels < 0, [UNKNOWN_FORMAT_MESSAGE]),
-        (animated, [ANIMATED_WEBP_MESSAGE]),
-        _too_many_pixels(pixels, max_pixels),
-        (frames * pixels > MAX_GIF_DECODED_PIXELS,
-         ["GIF may hold", frames, "frames of", pixels,
-          f"pixels, more than the limit of] [{MAX_GIF_DECODED_PIXELS}] [decoded pixels"]),
-    ])
-    return refusals, is_jpeg
-
-
-def _too_many_pixels(pixels, max_pixels):
-    return (pixels > max_pixels,
-            ["image declares", pixels, f"pixels, more than the limit of] [{max_pixels}"])
+    messages = []
+    for _, parts in rules:
+        texts = [part if isinstance(part, str) else tf.strings.as_string(part) for part in parts]
+        pieces = ["assertion failed: ["]
+        for index, text in enumerate(texts):
+            pieces += ([] if index == 0 else ["] ["]) + [text]
+        messages.append(tf.strings.join(pieces + ["]"]))
+    broken = tf.stack([rule for rule, _ in rules])
+    message = tf.gather(tf.stack(messages), tf.argmax(broken, output_type=tf.int32))
+    return tf.strings.to_number(tf.where(tf.reduce_any(broken), message, "0"))
 
 
 def decode_image(image_bytes, image_size, max_pixels=MAX_IMAGE_PIXELS):
@@ -325,22 +261,21 @@ def decode_image(image_bytes, image_size, max_pixels=MAX_IMAGE_PIXELS):
     `MAX_GIF_DECODED_PIXELS`: the first of these rules an image breaks is named.
 
     It runs for every image of every epoch, in a tf.data map, so it has no control flow (see
-    `_batch_header_facts`) and no Assert op (see `_refuse`). The same as `header_verdicts` on
-    the image alone, then `decode_with_verdict`.
+    `_header_facts`) and no Assert op (see `_refuse`).
     """
-    refusals, is_jpeg = header_verdicts(tf.reshape(image_bytes, [1]), max_pixels)
-    return decode_with_verdict(image_bytes, refusals[0], is_jpeg[0], image_size, max_pixels)
-
-
-def decode_with_verdict(image_bytes, refusal, is_jpeg, image_size, max_pixels=MAX_IMAGE_PIXELS):
-    """`decode_image` of one image whose `header_verdicts` (its refusal and `is_jpeg`) are known:
-    a JPEG's declared size is checked here, then the image is refused or decoded."""
-    jpeg_pixels = tf.where(is_jpeg, _jpeg_pixels(image_bytes, is_jpeg), 0)
-    broken, parts = _too_many_pixels(jpeg_pixels, max_pixels)
-    refusal = tf.where(broken, _assertion_message(parts), refusal)
+    pixels, frames, animated = _header_facts(image_bytes)
+    refused = _refuse([
+        (pixels < 0, [UNKNOWN_FORMAT_MESSAGE]),
+        (animated, [ANIMATED_WEBP_MESSAGE]),
+        (pixels > max_pixels,
+         ["image declares", pixels, f"pixels, more than the limit of] [{max_pixels}"]),
+        (frames * pixels > MAX_GIF_DECODED_PIXELS,
+         ["GIF may hold", frames, "frames of", pixels,
+          f"pixels, more than the limit of] [{MAX_GIF_DECODED_PIXELS}] [decoded pixels"]),
+    ])
     # The decoder takes the bytes through the refusal (a control dependency on an op that is not
     # stateful may be pruned): no refused image is ever decoded.
-    checked = tf.where(tf.equal(_refuse(refusal), 0), image_bytes, "")
+    checked = tf.where(tf.equal(refused, 0), image_bytes, "")
     # The channels the file has: TensorFlow's WebP decoder cannot turn RGBA (alpha, animations)
     # into RGB, and choosing a decoder per format would be a branch. Every format gives the
     # pixels `channels=3` gives once the channels are picked below.
@@ -358,9 +293,8 @@ def decode_image_batch(image_bytes, image_size, max_pixels=MAX_IMAGE_PIXELS):
     """Decode a scalar or a 1-D batch of encoded images into float32 `[N, height, width, 3]`."""
     image_bytes = tf.reshape(image_bytes, [-1])
     height, width = image_size
-    refusals, is_jpeg = header_verdicts(image_bytes, max_pixels)
     return tf.map_fn(
-        lambda one: decode_with_verdict(*one, image_size, max_pixels),
-        (image_bytes, refusals, is_jpeg),
+        lambda one: decode_image(one, image_size, max_pixels),
+        image_bytes,
         fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32),
     )

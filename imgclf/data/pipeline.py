@@ -1,10 +1,9 @@
 """The decoding half of every imgclf data set, whatever the files are stored in.
 
 A source (a folder of images, `imgclf.data.folders`; TFRecord shards, `imgclf.data.records`)
-yields `(id, encoded bytes, label)` elements in the order it wants them decoded, their headers
-checked in batches (`with_header_verdicts`); `decoded_batches` turns them into the batches a
-model trains on: decoded in parallel as `imgclf.images.decode_image` (the function the serving
-signatures use) decodes them, optionally kept decoded
+yields `(id, source, label)` elements in the order it wants them decoded; `decoded_batches`
+turns them into the batches a model trains on: decoded in parallel by
+`imgclf.images.decode_image` (the function the serving signatures use), optionally kept decoded
 as uint8 in memory or on disk (`cache`), batched as float32 0-255 images and int32 labels, and
 prefetched.
 
@@ -19,8 +18,7 @@ these data sets) happens after the check, and multi-worker training shards TFRec
 sets by file itself (`imgclf.training.distributed`).
 
     >>> check = FirstPassCheck(ids, labels, describe=..., explain=..., ...)
-    >>> dataset = decoded_batches(with_header_verdicts(read_files(elements)), (224, 224), 32,
-    ...                           check, cache="memory")
+    >>> dataset = decoded_batches(elements, load, (224, 224), 32, check, cache="memory")
 """
 
 import contextlib
@@ -34,7 +32,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from imgclf.images import REFUSAL_PREFIX, decode_image, decode_with_verdict, header_verdicts
+from imgclf.images import REFUSAL_PREFIX, decode_image
 
 logger = logging.getLogger("imgclf.data")
 
@@ -259,9 +257,8 @@ def _available_memory():
 def image_decoder(image_size, read_file=False):
     """`imgclf.images.decode_image` for `image_size` as a `tf.function`, traced once and shared
     by the verdicts on single files, evaluation and prediction. With `read_file`, it takes a path
-    and reads the file first. The data sets decode in their own map instead (`decoded_batches`:
-    a nested function call would run outside the single-threaded executor), the headers checked
-    in batches (`with_header_verdicts`).
+    and reads the file first. The data sets trace its Python function into their own map instead
+    (`decoded_batches`: a nested function call would run outside the single-threaded executor).
 
         >>> image = image_decoder((224, 224), read_file=True)(tf.constant("cat.jpg"))
     """
@@ -296,38 +293,14 @@ def inline_parallel_map(dataset, function):
 #: How many cached images a training set reshuffles at a time, when it is cached.
 CACHED_SHUFFLE_WINDOW = 2048
 
-#: How many images' headers `with_header_verdicts` checks in one call.
-HEADER_BATCH = 64
 
-
-def read_files(elements):
-    """`(id, path, label)` elements as `(id, encoded bytes, label)`, the files read in parallel;
-    one that cannot be read is dropped (and named at the end of the pass, `FirstPassCheck`)."""
-    return inline_parallel_map(
-        elements, lambda element_id, path, label: (element_id, tf.io.read_file(path), label)
-    ).ignore_errors()
-
-
-def with_header_verdicts(elements):
-    """`(id, encoded bytes, label)` elements as `(id, (bytes, refusal, is_jpeg), label)`, what
-    `decoded_batches` takes: `imgclf.images.header_verdicts` run over `HEADER_BATCH` images at a
-    time, so that its hundred-odd small ops (a microsecond each, per call) are shared among them
-    instead of run for each image, as `decode_image` alone would."""
-    def verdicts(ids, data, labels):
-        refusals, is_jpeg = header_verdicts(data)
-        return ids, (data, refusals, is_jpeg), labels
-
-    return inline_parallel_map(elements.batch(HEADER_BATCH), verdicts).unbatch()
-
-
-def decoded_batches(elements, image_size, batch_size, check, shuffle_seed=None,
+def decoded_batches(elements, load, image_size, batch_size, check, shuffle_seed=None,
                     cache=None, cache_name="images"):
-    """Batches `(float32 [batch, h, w, 3] 0-255, int32 [batch])` from `(id, image, label)`.
+    """Batches `(float32 [batch, h, w, 3] 0-255, int32 [batch])` from `(id, source, label)`.
 
     Args:
-        elements: a data set of `(id, (bytes, refusal, is_jpeg), label)` (`with_header_verdicts`),
-            each image decoded and resized by `imgclf.images.decode_with_verdict`, which gives
-            what `imgclf.images.decode_image` of the bytes gives.
+        elements: a data set of `(id, source, label)`; `load(source)` gives the float32 image
+            (decoded and resized by `imgclf.images.decode_image`).
         check: the data set's `FirstPassCheck`.
         shuffle_seed: for a training set whose `elements` are shuffled: with a cache, cached
             epochs replay the first epoch's order reshuffled `CACHED_SHUFFLE_WINDOW` at a time.
@@ -337,11 +310,12 @@ def decoded_batches(elements, image_size, batch_size, check, shuffle_seed=None,
             model's size are exact.
     """
     height, width = image_size
-
     # Traced into the map's own function, not called as a function of its own: a call is an op
     # that runs its function with the default executor (see `inline_parallel_map`).
-    def load_element(element_id, verdict, label):
-        image = tf.ensure_shape(decode_with_verdict(*verdict, image_size), [height, width, 3])
+    load = getattr(load, "python_function", load)
+
+    def load_element(element_id, source, label):
+        image = tf.ensure_shape(load(source), [height, width, 3])
         if cache is not None:
             image = tf.cast(tf.round(image), tf.uint8)
         return element_id, image, label

@@ -33,16 +33,13 @@ from imgclf.data.pipeline import (
     check_cache,
     check_image_shape,
     decode_error,
-    HEADER_BATCH,
     decoded_batches,
     image_decoder,
-    inline_parallel_map,
     worker_cache,
 )
 from imgclf.data.epochs import EpochCounter, shuffle_by_epoch
 from imgclf.data.split import check_split_ratio, shard, stratified_split
 from imgclf.data.tfrecord import read_layout
-from imgclf.images import header_verdicts
 
 #: Encoded records a training set shuffles at a time: the converter shuffled them across shards
 #: already, and a larger buffer cost a few per cent of the rate (bench/RESULTS.md).
@@ -191,15 +188,10 @@ def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role
     member = tf.constant(member)
     shard_paths = [os.path.join(directory, entry["file"]) for entry in shards]
 
-    def parse(records):
-        # A batch at a time: parsing, keeping this data set's records and checking the image
-        # headers (`imgclf.data.pipeline.with_header_verdicts`) cost a few ops per batch.
-        examples = tf.io.parse_example(records, _FEATURES)
-        keep = tf.gather(member, examples["image/index"])
-        data = tf.boolean_mask(examples["image/encoded"], keep)
-        refusals, is_jpeg = header_verdicts(data)
-        return (tf.boolean_mask(examples["image/index"], keep), (data, refusals, is_jpeg),
-                tf.boolean_mask(tf.cast(examples["image/class/label"], tf.int32), keep))
+    def parse(record):
+        example = tf.io.parse_single_example(record, _FEATURES)
+        return (example["image/index"], example["image/encoded"],
+                tf.cast(example["image/class/label"], tf.int32))
 
     ids_in_shard = {
         os.path.join(directory, entry["file"]): np.array([i for i in entry["indices"] if i in wanted],
@@ -238,7 +230,9 @@ def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role
         records = shard_files.map(opening).flat_map(
             lambda path: tf.data.TFRecordDataset(path, buffer_size=8 * 2**20)
         )
-    elements = inline_parallel_map(records.batch(HEADER_BATCH), parse).unbatch()
+    elements = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE).filter(
+        lambda index, encoded, label: tf.gather(member, index)
+    )
     if shuffle_seed is not None:
         elements = shuffle_by_epoch(
             elements, min(len(ids), RECORD_SHUFFLE_BUFFER), shuffle_seed + 1, counter
@@ -251,7 +245,7 @@ def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role
             digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\0".encode())
         cache_name = f"{role}-{digest.hexdigest()[:20]}"
     dataset = decoded_batches(
-        elements, image_size, batch_size,
+        elements, image_decoder(image_size), image_size, batch_size,
         check, shuffle_seed=shuffle_seed, cache=cache, cache_name=cache_name,
     )
     dataset.class_names = list(class_names)
