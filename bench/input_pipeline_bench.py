@@ -24,7 +24,7 @@ also given as a ratio to Keras' loader in the same round, which holds on a share
 - the same data converted to TFRecord shards (`imgclf.data.tfrecord`), also as a ratio to the
   folder's later epoch in the same round.
 
-All rates are training images per second over one epoch of `--batch_size` batches.
+All rates are training images per second over `--epochs` epochs of `--batch_size` batches.
 """
 
 import argparse
@@ -161,14 +161,14 @@ def run(args, main_folders):
         count(dataset)
     count(raw_ds)
 
-    def epoch_rate(dataset):
-        seconds, cpu_seconds, n = cpu_timed(lambda: count(dataset))
+    def epoch_rate(dataset, epochs=args.epochs):
+        seconds, cpu_seconds, n = cpu_timed(lambda: sum(count(dataset) for _ in range(epochs)))
         return n / seconds, n / cpu_seconds
 
     def first_epoch_rate():
         forget_verdicts(args.data)
         dataset = create_train_val_datasets(train_dir, size, args.batch_size)[0]
-        return epoch_rate(dataset)
+        return epoch_rate(dataset, epochs=1)
 
     def start_seconds(module):
         forget_verdicts(args.data)
@@ -205,6 +205,10 @@ def main(argv=None):
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=1,
+                        help="epochs per measurement of an epoch rate (1st epoch: always 1); a "
+                             "measurement of one epoch of 2000 images lasts about a second, and "
+                             "neighbouring ones differed by up to 40%% on the idle 2-core machine")
     parser.add_argument("--data", default="/tmp/imgclf_input_bench")
     parser.add_argument("--results", default=None, help="append a Markdown section to this file")
     parser.add_argument("--baseline_ref", default=BASELINE_REF,
@@ -287,7 +291,8 @@ def main(argv=None):
         f"{args.num_images} training JPEGs (+{args.num_images // 4} test) of 224-500 px, "
         f"{args.num_classes} classes, resized to {args.image_size} px, batch {args.batch_size}; "
         f"{num_train} images in the training split, the files every rate is measured on. "
-        f"{args.rounds} rounds, each measuring everything once in a rotated order; medians. "
+        f"{args.rounds} rounds, each measuring everything once in a rotated order, "
+        f"{args.epochs} epoch(s) per measurement; medians. "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, SHARED with other jobs "
         f"(load average {load[0]:.1f} at the end): the ratios pair measurements of the "
         f"same round; absolute rates swing with the load. Rates per CPU second (this process's "
