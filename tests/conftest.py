@@ -71,3 +71,24 @@ def pytest_collection_modifyitems(config, items):
         return
     rank = {module: index for index, module in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(_module_name(item.nodeid), len(rank)))  # stable
+
+
+#: How much lower the priority of test processes is while they run other modules than the
+#: multi-process training unit (see `pytest_runtest_setup`).
+OTHER_TESTS_NICENESS = 5
+
+
+def pytest_runtest_setup(item):
+    """In `make test`, the multi-process training unit is the critical path: its two training
+    processes wait for each other at every step, and each step they lose to another test process
+    is lost twice. The test processes running other modules (and what they start) lower their
+    priority once, so they take the cores the unit leaves idle rather than share them with it;
+    the unit's tests and their workers keep the normal priority. A process that ran another test
+    first never runs the unit (it is scheduled first, to one process, `pytest_xdist_make_scheduler`),
+    and a priority can only be lowered."""
+    config = item.config
+    if not hasattr(config, "workerinput") or getattr(config, "_imgclf_niced", False):
+        return
+    if _module_name(item.nodeid) not in MULTI_PROCESS_TRAINING:
+        os.nice(OTHER_TESTS_NICENESS)
+        config._imgclf_niced = True

@@ -5,8 +5,10 @@ ones): one tiny trained model per test process, and folders of real image files.
     >>> files = write_images(tmp_path / "images", count=6)
 """
 
+import atexit
 import io
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -52,6 +54,7 @@ def trained_model():
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(images, labels, epochs=3, batch_size=16, verbose=0)
         folder = tempfile.mkdtemp(prefix="imgclf-prediction-model-")
+        atexit.register(shutil.rmtree, folder, True)  # one per test process, gone with it
         base = os.path.join(folder, "LenetModel")
         model.save(os.path.join(base, "1"))
         model.save(os.path.join(folder, "lenet.keras"))
