@@ -1,12 +1,36 @@
 """Data for training and evaluation: folder or TFRecord data sets as `tf.data` pipelines, the
-folder-to-TFRecord converter, and sample data."""
+folder-to-TFRecord converter, and sample data.
 
-from imgclf.data.datasets import create_test_dataset, create_train_val_datasets, list_labels
-from imgclf.data.folders import list_image_files
-from imgclf.data.pipeline import first_pass_errors
-from imgclf.data.tfrecord import convert_folder
+The names below and the submodules are imported on first use, so that
+`python -m imgclf.data.tfrecord` (the converter) runs its module once, not after importing it
+through this package (which made Python warn that the module was already imported).
+"""
 
-__all__ = [
-    "convert_folder", "create_test_dataset", "create_train_val_datasets", "first_pass_errors",
-    "list_image_files", "list_labels",
-]
+import importlib
+
+#: Public names and the submodule each lives in.
+_HOMES = {
+    "convert_folder": "imgclf.data.tfrecord",
+    "create_test_dataset": "imgclf.data.datasets",
+    "create_train_val_datasets": "imgclf.data.datasets",
+    "first_pass_errors": "imgclf.data.pipeline",
+    "list_image_files": "imgclf.data.folders",
+    "list_labels": "imgclf.data.datasets",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name):
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    try:  # a submodule, as `import imgclf.data` made them all attributes before
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_HOMES))
