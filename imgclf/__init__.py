@@ -10,7 +10,7 @@ part that needs no TensorFlow (`imgclf.serving.client`, the command lines' argum
 light.
 """
 
-import importlib
+from imgclf._lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -30,13 +30,4 @@ __all__ = [
     "get_model_class",
     "register_model",
 ]
-
-
-def __getattr__(name):
-    if name in __all__:
-        return getattr(importlib.import_module("imgclf.models"), name)
-    raise AttributeError(f"module 'imgclf' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_names(__name__, dict.fromkeys(__all__, "imgclf.models"))

@@ -6,7 +6,7 @@ The names below and the submodules are imported on first use, so that
 through this package (which made Python warn that the module was already imported).
 """
 
-import importlib
+from imgclf._lazy import lazy_names
 
 #: Public names and the submodule each lives in.
 _HOMES = {
@@ -19,18 +19,4 @@ _HOMES = {
 }
 
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name):
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    try:  # a submodule, as `import imgclf.data` made them all attributes before
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as error:
-        if error.name != f"{__name__}.{name}":
-            raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_HOMES))
+__getattr__, __dir__ = lazy_names(__name__, _HOMES, submodules=True)

@@ -4,7 +4,7 @@ The names below are imported on first use, so that reading metadata and listing 
 (`python -m imgclf.info`) needs no TensorFlow.
 """
 
-import importlib
+from imgclf._lazy import lazy_names
 
 _EXPORTS = {
     "METADATA_FILE": "imgclf.export.metadata",
@@ -18,13 +18,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'imgclf.export' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)

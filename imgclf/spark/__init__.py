@@ -8,7 +8,7 @@ barrier stage. An optional extra: `pip install imgclf[spark]`.
 The modules import pyspark; `import imgclf` and its other parts never do.
 """
 
-import importlib
+from imgclf._lazy import lazy_names
 
 #: Names imported on first use (they import pyspark, TensorFlow). `predict` lives in
 #: `imgclf.spark.prediction`: a module named `predict` would shadow the function once imported.
@@ -24,9 +24,4 @@ _HOMES = {
 }
 __all__ = ["SparkTrainingError", "SparkTrainingResult", "labels_from_paths", "predict",
            "read_image_folder", "train", "write_tfrecords"]
-
-
-def __getattr__(name):
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'imgclf.spark' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)

@@ -61,6 +61,13 @@ def image_glob():
     return "*.{" + ",".join(classes) + "}"
 
 
+def read_image_files(spark, folders):
+    """A `binaryFile` DataFrame of the image files under `folders` (a path or a list): listed
+    recursively by Spark's file index, for names `image_glob` matches."""
+    return (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
+            .option("pathGlobFilter", image_glob()).load(folders))
+
+
 def predict_files(model, inputs, output, master=None, top_k=5, batch_size=DEFAULT_BATCH_SIZE,
                   embeddings=False, resume=False):
     """Predict every image of `inputs` on Spark and write the rows to the Parquet directory
@@ -180,13 +187,12 @@ def _read_images(spark, storage, inputs):
             files.extend(Inputs([spec]).paths())
         else:
             files.append(spec)
-    reader = spark.read.format("binaryFile")
     parts = []
     if folders:
-        parts.append(reader.option("recursiveFileLookup", "true")
-                     .option("pathGlobFilter", image_glob()).load(folders))
+        parts.append(read_image_files(spark, folders))
     if files:
-        parts.append(reader.load(files))
+        # A reader of its own: `option` changes the reader it is called on.
+        parts.append(spark.read.format("binaryFile").load(files))
     images = parts[0]
     for part in parts[1:]:
         images = images.unionByName(part)

@@ -66,7 +66,7 @@ def read_image_folder(folder, spark=None, label_col="label", key_col="key"):
     require_pyspark()
     from pyspark.sql import functions as F
 
-    from imgclf.spark.files import _Storage, image_glob
+    from imgclf.spark.files import _Storage, read_image_files
     from imgclf.spark.session import spark_session
 
     spark = spark or spark_session()
@@ -77,8 +77,7 @@ def read_image_folder(folder, spark=None, label_col="label", key_col="key"):
     if not storage.is_directory(folder):
         raise ValueError(f"dataset folder '{folder}' is not a directory")
     root = storage.qualified(folder).rstrip("/") + "/"
-    images = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-              .option("pathGlobFilter", image_glob()).load(folder))
+    images = read_image_files(spark, folder)
     # `path` holds the file's qualified Hadoop path, under the qualified root.
     key = F.expr(f"substring(path, {len(root) + 1})")
     return (images.withColumn(key_col, key)
