@@ -172,3 +172,21 @@ def test_command_line_usage_errors_are_one_line(model_path, image_folder, tmp_pa
                                str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err == (
         f"predict_model.py: error: input '{tmp_path / 'missing'}' does not exist\n")
+
+
+def test_files_listed_beside_a_folder_are_read_whatever_their_names(model_path, tmp_path):
+    """A folder is read for image names only; a file list's files are read as they are named,
+    also when both are given (one `binaryFile` reader for both applied the folder's filter)."""
+    from imgclf.spark.files import predict_files as predict_on_spark
+
+    shared_spark_session()
+    folder, listed = tmp_path / "folder", tmp_path / "listed.data"
+    write_images(str(folder), 2)
+    listed.write_bytes(open(write_images(str(tmp_path / "other"), 1)[0], "rb").read())
+    file_list = tmp_path / "list.txt"
+    file_list.write_text(f"{listed}\n")
+    output = tmp_path / "labels.parquet"
+    predict_on_spark(model_path, [str(folder), str(file_list)], str(output), master="local[2]",
+                     top_k=1)
+    rows = {os.path.basename(row["path"]): row for row in pq.read_table(output).to_pylist()}
+    assert len(rows) == 3 and rows["listed.data"]["error"] == "", rows["listed.data"]
