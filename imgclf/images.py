@@ -261,7 +261,18 @@ def decode_image(image_bytes, image_size, max_pixels=MAX_IMAGE_PIXELS):
     `MAX_GIF_DECODED_PIXELS`: the first of these rules an image breaks is named.
 
     It runs for every image of every epoch, in a tf.data map, so it has no control flow (see
-    `_header_facts`) and no Assert op (see `_refuse`).
+    `_header_facts`) and no Assert op (see `_refuse`). It is `decode_checked_image` of the bytes
+    `check_image_bytes` lets through.
+    """
+    return decode_checked_image(check_image_bytes(image_bytes, max_pixels), image_size)
+
+
+def check_image_bytes(image_bytes, max_pixels=MAX_IMAGE_PIXELS):
+    """The encoded image `image_bytes` after `decode_image`'s header checks: the same bytes, or an
+    `InvalidArgumentError` naming the first rule they break (see `decode_image`).
+
+    Only bytes that went through it may be given to `decode_checked_image`, or bytes identical to
+    bytes that did (`imgclf.data.checked.CheckedImages` remembers which).
     """
     pixels, frames, animated = _header_facts(image_bytes)
     refused = _refuse([
@@ -273,13 +284,17 @@ def decode_image(image_bytes, image_size, max_pixels=MAX_IMAGE_PIXELS):
          ["GIF may hold", frames, "frames of", pixels,
           f"pixels, more than the limit of] [{MAX_GIF_DECODED_PIXELS}] [decoded pixels"]),
     ])
-    # The decoder takes the bytes through the refusal (a control dependency on an op that is not
-    # stateful may be pruned): no refused image is ever decoded.
-    checked = tf.where(tf.equal(refused, 0), image_bytes, "")
+    # The bytes go on through the refusal (a control dependency on an op that is not stateful may
+    # be pruned): no refused image is ever decoded.
+    return tf.where(tf.equal(refused, 0), image_bytes, "")
+
+
+def decode_checked_image(checked_bytes, image_size):
+    """`decode_image` of bytes that passed `check_image_bytes` (it does not check them again)."""
     # The channels the file has: TensorFlow's WebP decoder cannot turn RGBA (alpha, animations)
     # into RGB, and choosing a decoder per format would be a branch. Every format gives the
     # pixels `channels=3` gives once the channels are picked below.
-    image = tf.io.decode_image(checked, dtype=tf.uint8, expand_animations=False)
+    image = tf.io.decode_image(checked_bytes, dtype=tf.uint8, expand_animations=False)
     # Resizing float32 costs a tenth less than resizing uint8 (the same pixels).
     image = tf.image.resize(tf.cast(image, tf.float32), image_size, method="bilinear")
     # Gray (and gray + alpha) to RGB, alpha dropped, after resizing (fewer pixels): the first

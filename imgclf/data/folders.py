@@ -36,7 +36,6 @@ from imgclf.data.pipeline import (
     data_error,
     decoded_batches,
     explain_file,
-    image_decoder,
     worker_cache,
 )
 from imgclf.data.epochs import EpochCounter, shuffle_by_epoch
@@ -262,7 +261,6 @@ def _known_readable(folder, store, paths, labels, class_names):
 def _folder_dataset(folder, store, paths, labels, class_names, image_size, batch_size, role,
                     shuffle_seed=None, cache=None):
     file_paths = list(paths)
-    decoder = image_decoder(image_size, read_file=True)
     check = FirstPassCheck(
         ids=range(len(paths)),
         labels=labels,
@@ -285,7 +283,7 @@ def _folder_dataset(folder, store, paths, labels, class_names, image_size, batch
         # is a function of (seed, epoch): a resumed run does not replay epoch 0's.
         elements = shuffle_by_epoch(elements, len(paths), shuffle_seed, counter)
     dataset = decoded_batches(
-        elements, decoder, image_size, batch_size, check,
+        elements, tf.io.read_file, image_size, batch_size, check,
         shuffle_seed=shuffle_seed, cache=cache,
         cache_name=_cache_name(role, paths, image_size) if cache not in (None, "memory") else role,
     )

@@ -3,7 +3,9 @@
 A source (a folder of images, `imgclf.data.folders`; TFRecord shards, `imgclf.data.records`)
 yields `(id, source, label)` elements in the order it wants them decoded; `decoded_batches`
 turns them into the batches a model trains on: decoded in parallel by
-`imgclf.images.decode_image` (the function the serving signatures use), optionally kept decoded
+`imgclf.images.decode_image` (the function the serving signatures use; once a pass has checked
+every element's header, the next ones skip the checks for bytes that did not change:
+`imgclf.data.checked`), optionally kept decoded
 as uint8 in memory or on disk (`cache`), batched as float32 0-255 images and int32 labels, and
 prefetched.
 
@@ -18,7 +20,7 @@ these data sets) happens after the check, and multi-worker training shards TFRec
 sets by file itself (`imgclf.training.distributed`).
 
     >>> check = FirstPassCheck(ids, labels, describe=..., explain=..., ...)
-    >>> dataset = decoded_batches(elements, load, (224, 224), 32, check, cache="memory")
+    >>> dataset = decoded_batches(elements, tf.io.read_file, (224, 224), 32, check, cache="memory")
 """
 
 import contextlib
@@ -32,6 +34,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from imgclf.data.checked import CheckedImages
 from imgclf.images import REFUSAL_PREFIX, decode_image
 
 logger = logging.getLogger("imgclf.data")
@@ -70,6 +73,8 @@ class FirstPassCheck:
         self.attempted = np.zeros(size, dtype=bool)
         self.seen = np.zeros(size, dtype=bool)
         self.unreadable = {}
+        #: `{id: reason}` of the elements that went missing for the first time in the last pass.
+        self.last_missing = {}
         #: The message of the data error that stopped a pass, if any.
         self.error = None
         self._lock = threading.Lock()
@@ -96,12 +101,14 @@ class FirstPassCheck:
             missing = [
                 int(i) for i in self.ids[attempted & ~arrived] if int(i) not in self.unreadable
             ]
+            self.last_missing = {}
             if missing:
                 reasons = self.explain(missing)
                 for element_id in missing:
                     reason = reasons.get(element_id, ReadFailure("could not be read"))
                     logger.warning("skipping unreadable %s: %s", self.describe(element_id), reason)
                     self.unreadable[element_id] = reason
+                    self.last_missing[element_id] = reason
                 if self.remember is not None:
                     # Only verdicts on the bytes outlive the pass: a read that failed (an I/O
                     # error, a vanished file) may succeed next time.
@@ -294,13 +301,16 @@ def inline_parallel_map(dataset, function):
 CACHED_SHUFFLE_WINDOW = 2048
 
 
-def decoded_batches(elements, load, image_size, batch_size, check, shuffle_seed=None,
+def decoded_batches(elements, read, image_size, batch_size, check, shuffle_seed=None,
                     cache=None, cache_name="images"):
     """Batches `(float32 [batch, h, w, 3] 0-255, int32 [batch])` from `(id, source, label)`.
 
     Args:
-        elements: a data set of `(id, source, label)`; `load(source)` gives the float32 image
-            (decoded and resized by `imgclf.images.decode_image`).
+        elements: a data set of `(id, source, label)`; `read(source)` gives the encoded image
+            (`tf.io.read_file` of a path, or the bytes themselves), decoded and resized as
+            `imgclf.images.decode_image` does. Without a cache, the passes after one that
+            checked every element's header decode the bytes it checked without checking them
+            again (`imgclf.data.checked`).
         check: the data set's `FirstPassCheck`.
         shuffle_seed: for a training set whose `elements` are shuffled: with a cache, cached
             epochs replay the first epoch's order reshuffled `CACHED_SHUFFLE_WINDOW` at a time.
@@ -310,19 +320,25 @@ def decoded_batches(elements, load, image_size, batch_size, check, shuffle_seed=
             model's size are exact.
     """
     height, width = image_size
-    # Traced into the map's own function, not called as a function of its own: a call is an op
-    # that runs its function with the default executor (see `inline_parallel_map`).
-    load = getattr(load, "python_function", load)
 
-    def load_element(element_id, source, label):
-        image = tf.ensure_shape(load(source), [height, width, 3])
-        if cache is not None:
-            image = tf.cast(tf.round(image), tf.uint8)
-        return element_id, image, label
+    def decoding(pass_elements, decode):
+        # `decode(element_id, encoded, image_size)` gives the image, or `(image, known)`: traced
+        # into the map's own function. Elements are `(id, image, label, known)`.
+        def load_element(element_id, source, label):
+            decoded = decode(element_id, read(source), image_size)
+            image, known = decoded if isinstance(decoded, tuple) else (decoded, tf.constant(True))
+            image = tf.ensure_shape(image, [height, width, 3])
+            if cache is not None:
+                image = tf.cast(tf.round(image), tf.uint8)
+            return element_id, image, label, known
 
-    # Parallel decoding, with a bad file dropped instead of ending the pass.
-    dataset = inline_parallel_map(elements, load_element).ignore_errors()
+        return inline_parallel_map(pass_elements, load_element)
+
+    checked = None
     if cache is not None:
+        # Decoded once, then read from the cache: a bad file dropped instead of ending the pass.
+        dataset = decoding(elements, lambda element_id, encoded, size: decode_image(encoded, size))
+        dataset = dataset.ignore_errors()
         if cache == "memory":
             dataset = dataset.cache()
         else:
@@ -332,50 +348,76 @@ def decoded_batches(elements, load, image_size, batch_size, check, shuffle_seed=
             dataset = dataset.shuffle(
                 CACHED_SHUFFLE_WINDOW, seed=shuffle_seed, reshuffle_each_iteration=True
             )
-    # Batches are made ahead of the bookkeeping map below as well as after it: one buffer more,
-    # which measured (noisily, on 2 cores) a few per cent faster in wall time than one.
-    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        dataset = dataset.batch(batch_size)
+    else:
+        # Each pass either checks every element (the first, and any after bytes changed) or
+        # trusts the bytes a check let through (`imgclf.data.checked`); only one of the two
+        # yields. A checking pass drops a bad file instead of ending; a trusting pass decodes
+        # straight into its batches (tf.data fuses the map and the batching, which saves a copy
+        # of every image; its decoding never raises for bytes) and its images not `known` are
+        # left out below; a batch with a file that cannot be read any more is dropped, and its
+        # images named at the end of the pass.
+        checked = CheckedImages(len(check.seen))
+        trusting = decoding(checked.on_passes(elements, trusting=True), checked.trust)
+        checking = decoding(elements, checked.check).ignore_errors().batch(batch_size)
+        dataset = (
+            trusting.batch(batch_size)
+            .ignore_errors()
+            .concatenate(checked.on_passes(checking, trusting=False))
+        )
 
     # Which ids arrived is carried through the pass in the graph (a `scan` over the batches), not
     # reported batch by batch to Python: a `py_function` per batch waits for the GIL, which the
     # training loop's thread holds, and stalled the pipeline. Python hears once, at the end.
+    # Every stage with a function costs 2-5 ms each time a pass opens the data set (an epoch of
+    # 2,000 images lasts about a second), so one function does it all.
     def finish(seen):
-        check.finish(seen.numpy())
+        try:
+            check.finish(seen.numpy())
+        finally:
+            if checked is not None:
+                missing = check.last_missing
+                checked.end_pass(refused_any=bool(missing), transient=any(
+                    isinstance(reason, ReadFailure) for reason in missing.values()))
         return np.int32(0)
 
-    def carry(seen, element):
-        last, ids, images, labels = element
+    def step(seen, batch):
+        ids, images, labels, known = batch
+        ids, images, labels = tf.cond(
+            tf.reduce_all(known),
+            lambda: (ids, images, labels),
+            lambda: (tf.boolean_mask(ids, known), tf.boolean_mask(images, known),
+                     tf.boolean_mask(labels, known)),
+        )
         seen = tf.tensor_scatter_nd_update(seen, ids[:, None], tf.ones_like(ids, dtype=tf.bool))
-        return seen, (last, seen, images, labels)
-
-    def report_at_end(last, seen, images, labels):
         done = tf.cond(
-            last,
+            tf.reduce_any(labels < 0),
             lambda: tf.py_function(finish, [seen], tf.int32, name="imgclf_first_pass_finish"),
             lambda: tf.constant(0),
         )
         with tf.control_dependencies([done]):
-            return last, tf.cast(images, tf.float32), tf.identity(labels)
+            return seen, (tf.cast(images, tf.float32), tf.identity(labels))
 
-    # One empty batch after the last one ends the pass: it runs the check, then is dropped.
+    # After the last batch, one that ends the pass (no image, the label -1): it runs the check,
+    # then is dropped with any batch left empty.
     end = tf.data.Dataset.from_tensors((
-        True, tf.zeros([0], tf.int64), tf.zeros([0, height, width, 3], dataset.element_spec[1].dtype),
-        tf.zeros([0], tf.int32),
+        tf.zeros([0], tf.int64), tf.zeros([0, height, width, 3], dataset.element_spec[1].dtype),
+        tf.constant([-1], tf.int32), tf.ones([1], tf.bool),
     ))
-    return (
-        dataset.map(lambda ids, images, labels: (False, ids, images, labels))
-        .concatenate(end)
-        .scan(tf.zeros([len(check.seen)], tf.bool), carry)
-        .map(report_at_end)
-        .filter(lambda last, images, labels: tf.logical_not(last))
-        .map(lambda last, images, labels: (images, labels))
+    batches = (
+        dataset.concatenate(end)
+        .scan(tf.zeros([len(check.seen)], tf.bool), step)
+        .filter(lambda images, labels: tf.shape(images)[0] > 0)
         .prefetch(tf.data.AUTOTUNE)
     )
+    #: Which bytes passed the checks, and whether the next pass trusts them (None with a cache).
+    batches.checked_images = checked
+    return batches
 
 
 #: What an imgclf data set carries besides its elements (see `keep_attributes`).
-DATASET_ATTRIBUTES = ("class_names", "file_paths", "first_pass_check", "opened_shard_files",
-                      "records_per_pipeline", "start_epoch")
+DATASET_ATTRIBUTES = ("checked_images", "class_names", "file_paths", "first_pass_check",
+                      "opened_shard_files", "records_per_pipeline", "start_epoch")
 
 
 def keep_attributes(source, derived):

@@ -250,7 +250,7 @@ def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role
             digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\0".encode())
         cache_name = f"{role}-{digest.hexdigest()[:20]}"
     dataset = decoded_batches(
-        elements, image_decoder(image_size), image_size, batch_size,
+        elements, tf.identity, image_size, batch_size,
         check, shuffle_seed=shuffle_seed, cache=cache, cache_name=cache_name,
     )
     dataset.class_names = list(class_names)
