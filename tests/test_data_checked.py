@@ -63,3 +63,25 @@ def test_a_file_swapped_for_a_decompression_bomb_is_refused_not_decoded(tmp_path
     ]
     assert _checked(dataset)  # the bomb is known now, and left out before decoding
     assert pixel_levels(dataset) == [0, 1, 11]
+
+
+def test_a_file_that_cannot_be_read_on_a_trusting_pass_costs_that_pass_its_batch(tmp_path, caplog):
+    write_dataset(tmp_path, {"a": 2, "b": 2})
+    gone = tmp_path / "a" / "01.png"
+    dataset = create_test_dataset(tmp_path, (16, 16), 2)  # batches: a/00 + a/01, b/00 + b/01
+    assert pixel_levels(dataset) == [0, 1, 10, 11]
+
+    gone.unlink()
+    gone.mkdir()  # listed as a file, unreadable (IsADirectoryError)
+    with caplog.at_level(logging.WARNING, logger="imgclf.data"):
+        assert pixel_levels(dataset) == [10, 11]  # decoding is fused with batching
+    assert caplog.messages == [
+        f"skipping unreadable image '{tmp_path / 'a' / '00.png'}': could not be read "
+        "(it decodes now; did it change while being read?)",
+        f"skipping unreadable image '{gone}': could not be read: Is a directory",
+    ]
+    assert not _checked(dataset)
+    assert pixel_levels(dataset) == [0, 10, 11]  # the next pass checks, and loses only the file
+    assert _checked(dataset) and str(tmp_path / "a" / "00.png") in dataset.file_paths
+    assert pixel_levels(dataset) == [0, 10, 11]  # trusting again: the file is left out before
+    assert len(caplog.messages) == 2  # named once

@@ -5,15 +5,15 @@ declared size against decompression bombs, animated WebPs, the frames of a GIF):
 small ops, a tenth of the CPU time of decoding a 224 px JPEG, every epoch. A training set's bytes
 seldom change between epochs. `CheckedImages` remembers, for each element of a data set, the
 64-bit fingerprint (`tf.fingerprint`) of the bytes that passed the checks and decoded; once a
-pass has checked every element, the next ones decode each element's bytes unchecked if they have that
-fingerprint (the same pixels), and refuse them if not. A pass that refused bytes for having
+pass has checked every element, the next ones decode each element's bytes unchecked if they have
+that fingerprint (the same pixels), and refuse them if not. A pass that refused bytes for having
 changed (a file rewritten under the same name) is followed by a checking pass again.
 
     >>> checked = CheckedImages(num_elements=len(paths))
     >>> trusting = map_of_trust(checked.on_passes(elements, trusting=True))
     >>> checking = checked.on_passes(map_of_check(elements), trusting=False)
     >>> batches = trusting.concatenate(checking)
-    >>> checked.end_pass(refused_any=False, transient=False)  # from the end-of-pass bookkeeping
+    >>> checked.end_pass(missing_ids=[], transient=False)  # from the end-of-pass bookkeeping
 
 Which of the two a pass runs is decided when it starts, not per element: tf.data's fast
 single-threaded executor cannot run a branch in a map function.
@@ -56,7 +56,8 @@ class CheckedImages:
         image = decode_checked_image(check_image_bytes(image_bytes), image_size)
         # 0 is the fingerprint of nothing checked: bytes fingerprinted 0 are never trusted.
         with tf.control_dependencies([image]):
-            record = self.fingerprints.scatter_nd_update([[element_id]], [_fingerprint(image_bytes)])
+            record = self.fingerprints.scatter_nd_update(
+                [[element_id]], [_fingerprint(image_bytes)])
         with tf.control_dependencies([record]):
             return tf.identity(image)
 
@@ -96,19 +97,24 @@ class CheckedImages:
             # checking pass left them out before batching: the same batches in either pass
             # (workers that share the batches of one pass by data need that).
             dataset = dataset.filter(
-                lambda element_id, *rest: tf.not_equal(tf.gather(self.fingerprints, element_id), 0))
+                lambda element_id, *_: tf.not_equal(tf.gather(self.fingerprints, element_id), 0))
 
         return tf.data.Dataset.from_tensors(0).flat_map(one_pass)
 
-    def end_pass(self, refused_any, transient):
-        """Called at the end of each complete pass, with whether elements went missing in it for
-        the first time (`refused_any`) and whether any of them for a reason other than their
-        bytes (`transient`: an I/O error, bytes that changed). The next pass trusts the
-        fingerprints after a checking pass whose missing elements all had bad bytes (they have
-        none recorded, and are left out again), or after a trusting pass that lost nothing new.
+    def end_pass(self, missing_ids, transient):
+        """Called at the end of each complete pass, with the ids of the elements that went missing
+        in it for the first time, and whether any of them for a reason other than their bytes
+        (`transient`: an I/O error, bytes that changed, a batch lost with another element).
+
+        Their fingerprints are forgotten: a trusting pass leaves them out until a checking pass
+        decodes them again. The next pass trusts the fingerprints after a checking pass whose
+        missing elements all had bad bytes, or after a trusting pass that lost nothing new.
         """
+        if missing_ids:
+            self.fingerprints.scatter_nd_update(
+                [[int(i)] for i in missing_ids], tf.zeros([len(missing_ids)], tf.int64))
         trusted = bool(self.trusted.numpy())
-        self.trusted.assign(not refused_any or (not trusted and not transient))
+        self.trusted.assign(not missing_ids or (not trusted and not transient))
 
 
 #: What `CheckedImages.trust` decodes in place of bytes it does not know (1 x 1, black).

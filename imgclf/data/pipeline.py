@@ -107,7 +107,8 @@ class FirstPassCheck:
                 for element_id in missing:
                     reason = reasons.get(element_id, ReadFailure("could not be read"))
                     logger.warning("skipping unreadable %s: %s", self.describe(element_id), reason)
-                    self.unreadable[element_id] = reason
+                    if not isinstance(reason, DecodesNow):
+                        self.unreadable[element_id] = reason
                     self.last_missing[element_id] = reason
                 if self.remember is not None:
                     # Only verdicts on the bytes outlive the pass: a read that failed (an I/O
@@ -115,7 +116,7 @@ class FirstPassCheck:
                     self.remember({i: reason for i, reason in reasons.items()
                                    if i in missing and not isinstance(reason, ReadFailure)})
                 if self.file_paths is not None:
-                    gone = {self.path_of(i) for i in missing}
+                    gone = {self.path_of(i) for i in missing if i in self.unreadable}
                     self.file_paths[:] = [path for path in self.file_paths if path not in gone]
             self.error = None
             if attempted.all():  # a shard of the data set may lack classes; the whole may not
@@ -133,6 +134,13 @@ class ReadFailure(str):
     reason, but never remembered (`FirstPassCheck`'s `remember` gets only verdicts on the bytes).
 
         >>> ReadFailure("could not be read: Permission denied")
+    """
+
+
+class DecodesNow(ReadFailure):
+    """The `ReadFailure` of an element that decodes now: the read failed, its bytes changed while
+    the pass read them, or the pass lost it with another element's batch. Named in the warning,
+    but not counted as unreadable: it stays in `file_paths` and in its class.
     """
 
 
@@ -189,7 +197,7 @@ def decode_error(decoder, element):
         message = message.replace(REFUSAL_PREFIX, "")
         return message.strip()
     # Decoded fine now: the read failed, or the file changed while the pass read it.
-    return ReadFailure("could not be read (it decodes now; did it change while being read?)")
+    return DecodesNow("could not be read (it decodes now; did it change while being read?)")
 
 
 def explain_file(path, image_size):
@@ -264,8 +272,9 @@ def _available_memory():
 def image_decoder(image_size, read_file=False):
     """`imgclf.images.decode_image` for `image_size` as a `tf.function`, traced once and shared
     by the verdicts on single files, evaluation and prediction. With `read_file`, it takes a path
-    and reads the file first. The data sets trace its Python function into their own map instead
-    (`decoded_batches`: a nested function call would run outside the single-threaded executor).
+    and reads the file first. The data sets trace `decode_image`'s parts into their own maps
+    instead (`decoded_batches`: a nested function call would run outside the single-threaded
+    executor).
 
         >>> image = image_decoder((224, 224), read_file=True)(tf.constant("cat.jpg"))
     """
@@ -377,7 +386,7 @@ def decoded_batches(elements, read, image_size, batch_size, check, shuffle_seed=
         finally:
             if checked is not None:
                 missing = check.last_missing
-                checked.end_pass(refused_any=bool(missing), transient=any(
+                checked.end_pass(list(missing), transient=any(
                     isinstance(reason, ReadFailure) for reason in missing.values()))
         return np.int32(0)
 
