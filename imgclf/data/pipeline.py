@@ -75,6 +75,8 @@ class FirstPassCheck:
         self.unreadable = {}
         #: `{id: reason}` of the elements that went missing for the first time in the last pass.
         self.last_missing = {}
+        #: Whether every element the last pass handed to the decoder arrived.
+        self.all_arrived = False
         #: The message of the data error that stopped a pass, if any.
         self.error = None
         self._lock = threading.Lock()
@@ -98,6 +100,7 @@ class FirstPassCheck:
                          else np.ones(len(self.ids), dtype=bool))
             self.attempted[:] = False
             self.seen[:] = False
+            self.all_arrived = bool(arrived[attempted].all())
             missing = [
                 int(i) for i in self.ids[attempted & ~arrived] if int(i) not in self.unreadable
             ]
@@ -382,36 +385,44 @@ def decoded_batches(elements, read, image_size, batch_size, check, shuffle_seed=
     # 2,000 images lasts about a second), so one function does it all.
     def finish(seen):
         try:
-            check.finish(seen.numpy())
+            check.finish(seen)
         finally:
             if checked is not None:
                 missing = check.last_missing
                 checked.end_pass(list(missing), transient=any(
-                    isinstance(reason, ReadFailure) for reason in missing.values()))
-        return np.int32(0)
+                    isinstance(reason, ReadFailure) for reason in missing.values()),
+                    all_arrived=check.all_arrived)
+
+    def seldom(seen, images, labels, known):
+        # In Python, for the few batches that need it: a batch with images a trusting pass did
+        # not decode (bytes changed since they were checked) loses them, and the batch that ends
+        # the pass (label -1) runs the check. A branch with these ops in the graph would cost
+        # 10 ms more each time a pass opens the data set.
+        images, labels, known = images.numpy(), labels.numpy(), known.numpy()
+        if labels.min(initial=0) < 0:
+            finish(seen.numpy())
+            return images[:0], labels[:0]
+        return images[known], labels[known]
 
     def step(seen, batch):
         ids, images, labels, known = batch
-        ids, images, labels = tf.cond(
-            tf.reduce_all(known),
-            lambda: (ids, images, labels),
-            lambda: (tf.boolean_mask(ids, known), tf.boolean_mask(images, known),
-                     tf.boolean_mask(labels, known)),
-        )
-        seen = tf.tensor_scatter_nd_update(seen, ids[:, None], tf.ones_like(ids, dtype=tf.bool))
-        done = tf.cond(
-            tf.reduce_any(labels < 0),
-            lambda: tf.py_function(finish, [seen], tf.int32, name="imgclf_first_pass_finish"),
-            lambda: tf.constant(0),
-        )
-        with tf.control_dependencies([done]):
-            return seen, (tf.cast(images, tf.float32), tf.identity(labels))
+        seen = tf.tensor_scatter_nd_update(seen, ids[:, None], known)
+
+        def rare():
+            kept_images, kept_labels = tf.py_function(
+                seldom, [seen, images, labels, known], [images.dtype, tf.int32],
+                name="imgclf_pass_bookkeeping")
+            return tf.ensure_shape(kept_images, images.shape), tf.ensure_shape(kept_labels, [None])
+
+        images, labels = tf.cond(tf.reduce_all(known) & tf.reduce_all(labels >= 0),
+                                 lambda: (images, labels), rare)
+        return seen, (tf.cast(images, tf.float32), labels)
 
     # After the last batch, one that ends the pass (no image, the label -1): it runs the check,
     # then is dropped with any batch left empty.
     end = tf.data.Dataset.from_tensors((
         tf.zeros([0], tf.int64), tf.zeros([0, height, width, 3], dataset.element_spec[1].dtype),
-        tf.constant([-1], tf.int32), tf.ones([1], tf.bool),
+        tf.constant([-1], tf.int32), tf.zeros([0], tf.bool),
     ))
     batches = (
         dataset.concatenate(end)
