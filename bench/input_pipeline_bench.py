@@ -24,7 +24,16 @@ also given as a ratio to Keras' loader in the same round, which holds on a share
 - the same data converted to TFRecord shards (`imgclf.data.tfrecord`), also as a ratio to the
   folder's later epoch in the same round.
 
-All rates are training images per second over `--epochs` epochs of `--batch_size` batches.
+- with `--cold` (Linux, root): Keras' loader, the imgclf training set and its TFRecord twin with
+  every file's cached pages dropped (`/proc/sys/vm/drop_caches`) before each epoch: read from the
+  disk, as a data set larger than the memory is every epoch.
+
+All rates are training images per second over `--epochs` epochs of `--batch_size` batches. Each
+pipeline gets its median and its best (fastest) measurement: on a shared or virtual machine a
+measurement is only ever slowed down (by other jobs, and by tf.data itself: destroying an
+iterator waits for its autotuning thread, which added 0 to 1.2 s to one-second epochs of any
+pipeline, Keras' included), so the best of many alternating measurements is the steadiest
+estimate of what a pipeline can do, and the median what it did.
 """
 
 import argparse
@@ -71,6 +80,8 @@ def ensure_data(root, num_images, num_classes):
     open(marker, "w").close()
 
 
+KERAS = "keras image_dataset_from_directory"
+
 #: The last commit whose loader decoded every file once before training (issue 7 §5's "before").
 BASELINE_REF = "2409509"
 
@@ -113,6 +124,21 @@ def cpu_timed(function):
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
+def drop_page_cache():
+    """Evict every file's cached pages (Linux, root only), so the next reads come from the disk."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w", encoding="ascii") as file:
+        file.write("1\n")
+
+
+def can_drop_page_cache():
+    try:
+        drop_page_cache()
+        return True
+    except OSError:
+        return False
+
+
 def forget_verdicts(root):
     for part in ("train", "test"):
         path = os.path.join(root, part, ".imgclf-verdicts.json")
@@ -152,7 +178,7 @@ def run(args, main_folders):
         "cache=memory": create_train_val_datasets(train_dir, size, args.batch_size,
                                                   cache="memory")[0],
         "tfrecord": create_train_val_datasets(records, size, args.batch_size)[0],
-        "keras image_dataset_from_directory": keras.utils.image_dataset_from_directory(
+        KERAS: keras.utils.image_dataset_from_directory(
             train_dir, image_size=size, batch_size=args.batch_size, validation_split=0.2,
             subset="training", seed=42, verbose=False,
         ).prefetch(tf.data.AUTOTUNE),
@@ -161,8 +187,13 @@ def run(args, main_folders):
         count(dataset)
     count(raw_ds)
 
-    def epoch_rate(dataset, epochs=args.epochs):
-        seconds, cpu_seconds, n = cpu_timed(lambda: sum(count(dataset) for _ in range(epochs)))
+    def epoch_rate(dataset, epochs=args.epochs, cold=False):
+        seconds = cpu_seconds = n = 0
+        for _ in range(epochs):
+            if cold:
+                drop_page_cache()
+            wall, cpu, images = cpu_timed(lambda: count(dataset))
+            seconds, cpu_seconds, n = seconds + wall, cpu_seconds + cpu, n + images
         return n / seconds, n / cpu_seconds
 
     def first_epoch_rate():
@@ -187,6 +218,9 @@ def run(args, main_folders):
         "main start s": lambda: start_seconds(main_folders),
         "imgclf start s": lambda: start_seconds(sys.modules["imgclf.data.datasets"]),
     }
+    if args.cold:
+        for name in ("imgclf", "tfrecord", KERAS):
+            steps[f"{name}, cold"] = lambda d=warm[name]: epoch_rate(d, cold=True)
     names = list(steps)
     values = {name: [] for name in names}
     for index in range(args.rounds):
@@ -204,17 +238,22 @@ def main(argv=None):
     parser.add_argument("--num_classes", type=int, default=5)
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--epochs", type=int, default=1,
                         help="epochs per measurement of an epoch rate (1st epoch: always 1); a "
                              "measurement of one epoch of 2000 images lasts about a second, and "
                              "neighbouring ones differed by up to 40%% on the idle 2-core machine")
+    parser.add_argument("--cold", action="store_true",
+                        help="also measure Keras' loader, the training set and TFRecord with the "
+                             "page cache dropped before each epoch (Linux, root)")
     parser.add_argument("--data", default="/tmp/imgclf_input_bench")
     parser.add_argument("--results", default=None, help="append a Markdown section to this file")
     parser.add_argument("--baseline_ref", default=BASELINE_REF,
                         help="git commit of the loader to compare start-up with (default: %(default)s)")
     args = parser.parse_args(argv)
 
+    if args.cold and not can_drop_page_cache():
+        parser.error("--cold drops the page cache: it needs Linux and root")
     ensure_data(args.data, args.num_images, args.num_classes)
     import tensorflow as tf  # noqa: F401  (after generating: TensorFlow start-up is not measured)
 
@@ -236,11 +275,8 @@ def main(argv=None):
 
     raw_wall = [wall for wall, _ in values["raw"]]
     raw_cpu = [cpu for _, cpu in values["raw"]]
-    keras_key = "keras image_dataset_from_directory"
-    keras_wall = [wall for wall, _ in values[keras_key]]
-    keras_cpu = [cpu for _, cpu in values[keras_key]]
     labels = {
-        keras_key: "keras image_dataset_from_directory",
+        KERAS: KERAS,
         "plain tf": "plain TF: read_file + tf.io.decode_image + resize (parallel map)",
         "raw": "imgclf decode_image alone (parallel map)",
         "imgclf 1st epoch": "imgclf training set, 1st epoch (finds bad files)",
@@ -248,27 +284,46 @@ def main(argv=None):
         "cache=memory": "imgclf cache=memory, cached epoch",
         "tfrecord": "imgclf from TFRecord (8 shards), later epoch",
     }
-    lines = []
+    if args.cold:
+        labels.update({f"{KERAS}, cold": f"{KERAS}, from disk",
+                       "imgclf, cold": "imgclf training set, later epoch, from disk",
+                       "tfrecord, cold": "imgclf from TFRecord (8 shards), later epoch, from disk"})
+
+    def compared(key, base):
+        """Cells: best and median rates (wall, CPU), then, against `base`: the ratio of the best
+        measurements and the median of same-round ratios (wall, CPU)."""
+        cells = []
+        for part in (0, 1):
+            mine = [v[part] for v in values[key]]
+            theirs = [v[part] for v in values[base]]
+            same_round = [m / t for m, t in zip(mine, theirs)]
+            cells.append((max(mine), median(mine), max(mine) / max(theirs), median(same_round),
+                          same_round))
+        (wb, wm, wr, wmr, wrounds), (cb, cm, cr, cmr, crounds) = cells
+        rates = f"{wb:.0f} / {wm:.0f} | {cb:.0f} / {cm:.0f} |"
+        return rates, f" **{wr:.2f}** / {wmr:.2f} | **{cr:.2f}** / {cmr:.2f} |", wrounds, crounds
+
+    lines, rounds_lines = [], []
     for key, label in labels.items():
-        # Each round's rate over Keras' rate of the same round: the load on a shared machine
-        # changes between rounds more than between neighbouring measurements.
-        wall = [w / k for (w, _), k in zip(values[key], keras_wall)]
-        cpu = [c / k for (_, c), k in zip(values[key], keras_cpu)]
-        lines.append(
-            f"| {label} | {median([w for w, _ in values[key]]):.0f} | "
-            f"{median([c for _, c in values[key]]):.0f} | {median(wall):.2f} ({listed(wall)}) | "
-            f"{median(cpu):.2f} ({listed(cpu)}) |"
-        )
-    tfrecord_wall = [t / f for (t, _), (f, _) in zip(values["tfrecord"], values["imgclf"])]
-    tfrecord_cpu = [t / f for (_, t), (_, f) in zip(values["tfrecord"], values["imgclf"])]
-    lines.append(f"| TFRecord over the folder, later epoch, same round | | | "
-                 f"{median(tfrecord_wall):.2f} ({listed(tfrecord_wall)}) | "
-                 f"{median(tfrecord_cpu):.2f} ({listed(tfrecord_cpu)}) |")
-    for key, label in (("main start s", f"before ({args.baseline_ref}, decode pre-pass)"), ("imgclf start s", "imgclf")):
+        base = f"{KERAS}, cold" if key.endswith(", cold") else KERAS
+        rates, ratios, wrounds, crounds = compared(key, base)
+        lines.append(f"| {label} | {rates}{ratios}")
+        rounds_lines.append(f"- {label}: wall {listed(wrounds)}; CPU {listed(crounds)}")
+    for folder, records, where in (("imgclf", "tfrecord", ""), ("imgclf, cold", "tfrecord, cold",
+                                                                 ", from disk")):
+        if folder not in values:
+            continue
+        _, ratios, wrounds, crounds = compared(records, folder)
+        lines.append(f"| TFRecord over the folder, later epoch{where} | | |{ratios}")
+        rounds_lines.append(f"- TFRecord over the folder{where}: wall {listed(wrounds)}; "
+                            f"CPU {listed(crounds)}")
+    starts = []
+    for key, label in (("main start s", f"before ({args.baseline_ref}, decode pre-pass)"),
+                       ("imgclf start s", "imgclf")):
         # One epoch's raw decoding: the training split at the raw rate of the same round.
         wall = [w / (num_train / r) for (w, _), r in zip(values[key], raw_wall)]
         cpu = [c / (num_train / r) for (_, c), r in zip(values[key], raw_cpu)]
-        lines.append(
+        starts.append(
             f"| time to first batch (train + val + test sets made), {label} | "
             f"{median([w for w, _ in values[key]]):.2f} s | "
             f"{median([c for _, c in values[key]]):.2f} CPU s | "
@@ -292,18 +347,28 @@ def main(argv=None):
         f"{args.num_classes} classes, resized to {args.image_size} px, batch {args.batch_size}; "
         f"{num_train} images in the training split, the files every rate is measured on. "
         f"{args.rounds} rounds, each measuring everything once in a rotated order, "
-        f"{args.epochs} epoch(s) per measurement; medians. "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}, SHARED with other jobs "
-        f"(load average {load[0]:.1f} at the end): the ratios pair measurements of the "
-        f"same round; absolute rates swing with the load. Rates per CPU second (this process's "
-        f"threads) depend least on the other jobs. TFRecord: {len(layout['shards'])} "
-        f"shards, converted in {convert_seconds:.1f} s. Ratios are to Keras' loader in the same "
-        f"round (its rate is {median(keras_wall):.0f} images/s, {median(keras_cpu):.0f} per CPU s); "
-        f"time to first batch is in epochs of imgclf's decode_image alone.",
+        f"{args.epochs} epoch(s) per measurement. "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, load average "
+        f"{load[0]:.1f} at the end. TFRecord: {len(layout['shards'])} shards, converted in "
+        f"{convert_seconds:.1f} s. Rates are best / median; ratios are to Keras' loader (its "
+        f"best: {max(w for w, _ in values[KERAS]):.0f} images/s, "
+        f"{max(c for _, c in values[KERAS]):.0f} per CPU s), as best over best (bold) / "
+        "median of the same-round ratios; \"from disk\" rows drop the page cache before each "
+        "epoch and compare with Keras' loader from disk.",
         "",
-        "| pipeline | images/s (wall) | images per CPU s | wall, x Keras (rounds) | CPU, x Keras (rounds) |",
+        "| pipeline | images/s, best / median | images per CPU s, best / median "
+        "| wall, x Keras: best / median | CPU, x Keras: best / median |",
         "|---|---|---|---|---|",
         *lines,
+        "",
+        "Same-round ratios, round by round:",
+        "",
+        *rounds_lines,
+        "",
+        "| start-up | wall | CPU | wall, in epochs of decode_image alone (rounds) "
+        "| CPU, in epochs (rounds) |",
+        "|---|---|---|---|---|",
+        *starts,
         "",
     ])
     print(section)

@@ -45,12 +45,15 @@ def test_gpu_training_bench_refuses_unknown_modes(capsys):
         "'fp32,fp8'" in capsys.readouterr().err
 
 
-def test_input_pipeline_bench_measures_every_pipeline(tmp_path):
+def test_input_pipeline_bench_measures_every_pipeline(tmp_path, monkeypatch):
     bench = load("input_pipeline_bench")
+    dropped = []
+    # The real drop needs root and empties the whole machine's page cache: counted instead.
+    monkeypatch.setattr(bench, "drop_page_cache", lambda: dropped.append(1))
     results = tmp_path / "RESULTS.md"
     bench.main([
         "--num_images", "40", "--num_classes", "2", "--image_size", "32", "--batch_size", "8",
-        "--rounds", "1", "--data", str(tmp_path / "data"), "--results", str(results),
+        "--rounds", "1", "--data", str(tmp_path / "data"), "--results", str(results), "--cold",
         # Any commit's loader exercises the comparison; HEAD needs no history in the clone.
         "--baseline_ref", "HEAD",
     ])
@@ -60,6 +63,25 @@ def test_input_pipeline_bench_measures_every_pipeline(tmp_path):
                 "imgclf training set, 1st epoch",
                 "imgclf training set, later epoch", "imgclf cache=memory, cached epoch",
                 "imgclf from TFRecord", "keras image_dataset_from_directory",
+                "keras image_dataset_from_directory, from disk",
+                "imgclf training set, later epoch, from disk",
+                "imgclf from TFRecord (8 shards), later epoch, from disk",
+                "TFRecord over the folder, later epoch, from disk",
                 f"{start}, before (HEAD", f"{start}, imgclf"):
         assert f"| {row}" in text
-    assert "SHARED with other jobs" in text
+    assert "| wall, x Keras: best / median |" in text
+    assert len(dropped) == 1 + 3  # the check that it can, then one epoch of each cold pipeline
+
+
+def test_input_pipeline_bench_refuses_cold_without_root(tmp_path, monkeypatch, capsys):
+    bench = load("input_pipeline_bench")
+
+    def denied():
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(bench, "drop_page_cache", denied)
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--cold", "--data", str(tmp_path / "data")])
+    assert exit_.value.code == 2
+    assert "--cold drops the page cache: it needs Linux and root" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # refused before generating anything
