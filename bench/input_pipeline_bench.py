@@ -5,8 +5,9 @@
 
 Generates `--num_images` training JPEGs (and a test set a quarter as large) of random sizes
 between 224 and 500 px with Pillow into `--data` (not committed), then measures side by side,
-in one process, on the same files and cores, `--rounds` times in a rotated order (every rate is
-also given as a ratio to Keras' loader in the same round, which holds on a shared machine):
+in one process, on the same files and cores, `--rounds` times in a rotated order, each epoch
+rate between two epochs of Keras' loader (every rate is also given as a ratio to those two, which
+holds on a machine whose speed drifts):
 
 - `keras.utils.image_dataset_from_directory` on the same files (its own training split): what
   a user would pick instead, and the rate to keep up with;
@@ -22,7 +23,7 @@ also given as a ratio to Keras' loader in the same round, which holds on a share
   loader decoded every file once before training), as a fraction of one epoch's raw decoding time;
 - `cache="memory"`: the first (filling) and a cached epoch;
 - the same data converted to TFRecord shards (`imgclf.data.tfrecord`), also as a ratio to the
-  folder's later epoch in the same round.
+  folder's later epoch (their two ratios to Keras' loader divided).
 
 - with `--cold` (Linux, root): Keras' loader, the imgclf training set and its TFRecord twin with
   every file's cached pages dropped (`/proc/sys/vm/drop_caches`) before each epoch: read from the
@@ -81,6 +82,7 @@ def ensure_data(root, num_images, num_classes):
 
 
 KERAS = "keras image_dataset_from_directory"
+KERAS_STEPS = (KERAS, f"{KERAS}, cold")
 
 #: The last commit whose loader decoded every file once before training (issue 7 §5's "before").
 BASELINE_REF = "2409509"
@@ -148,7 +150,8 @@ def forget_verdicts(root):
 
 def run(args, main_folders):
     """Every measurement, `args.rounds` times, each round in a rotated order; returns, per key,
-    the list of per-round values and, for rates, per-round ratios to raw (same round)."""
+    the list of its values (`(wall, CPU)`: images/s or seconds), per rate the mean of the two
+    Keras epochs around each of its measurements, and the number of training images."""
     import keras
     import tensorflow as tf
 
@@ -221,15 +224,32 @@ def run(args, main_folders):
     if args.cold:
         for name in ("imgclf", "tfrecord", KERAS):
             steps[f"{name}, cold"] = lambda d=warm[name]: epoch_rate(d, cold=True)
-    names = list(steps)
-    values = {name: [] for name in names}
+    values = {name: [] for name in steps}
+    # Each rate measured between two epochs of Keras' loader (from disk for the cold ones), and
+    # compared with their mean: this VM's speed drifts by up to 1.7x within minutes.
+    neighbours = {name: [] for name in steps}
+    others = [name for name in steps if name not in KERAS_STEPS]
+    def keras_epoch(keras):
+        rate = steps[keras]()
+        values[keras].append(rate)
+        return rate
+
     for index in range(args.rounds):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
+        shift = index % len(others)
+        last = {}  # Keras' last epoch of each kind: the next pipeline's "before"
+        for name in others[shift:] + others[:shift]:
+            if name.endswith(" start s"):
+                values[name].append(steps[name]())
+                continue
+            keras = f"{KERAS}, cold" if name.endswith(", cold") else KERAS
+            before = last[keras] if keras in last else keras_epoch(keras)
             values[name].append(steps[name]())
+            after = last[keras] = keras_epoch(keras)
+            neighbours[name].append(((before[0] + after[0]) / 2, (before[1] + after[1]) / 2))
         print(f"round {index + 1}: " + ", ".join(
-            f"{k} {v[-1][0]:.2f} ({v[-1][1]:.2f} CPU)" for k, v in values.items()), flush=True)
-    return values, len(train_files)
+            f"{k} {v[-1][0]:.2f} ({v[-1][1]:.2f} CPU)" for k, v in values.items() if v),
+            flush=True)
+    return values, neighbours, len(train_files)
 
 
 def main(argv=None):
@@ -265,7 +285,7 @@ def main(argv=None):
     convert_seconds, layout = timed(
         lambda: convert_folder(os.path.join(args.data, "train"), records, num_shards=8)
     )
-    values, num_train = run(args, load_baseline_folders(args.baseline_ref))
+    values, neighbours, num_train = run(args, load_baseline_folders(args.baseline_ref))
 
     def median(numbers):
         return statistics.median(numbers)
@@ -289,34 +309,39 @@ def main(argv=None):
                        "imgclf, cold": "imgclf training set, later epoch, from disk",
                        "tfrecord, cold": "imgclf from TFRecord (8 shards), later epoch, from disk"})
 
-    def compared(key, base):
-        """Cells: best and median rates (wall, CPU), then, against `base`: the ratio of the best
-        measurements and the median of same-round ratios (wall, CPU)."""
-        cells = []
+    def compared(key, base, relative_to=None):
+        """Rates (best / median, wall then CPU) and ratios to `base`: best over best, and the
+        median of the ratios to the Keras epochs around each measurement (`relative_to`: the
+        ratio of the two pipelines' ratios to their own Keras neighbours)."""
+        rates, ratios, rounds = [], [], []
         for part in (0, 1):
             mine = [v[part] for v in values[key]]
-            theirs = [v[part] for v in values[base]]
-            same_round = [m / t for m, t in zip(mine, theirs)]
-            cells.append((max(mine), median(mine), max(mine) / max(theirs), median(same_round),
-                          same_round))
-        (wb, wm, wr, wmr, wrounds), (cb, cm, cr, cmr, crounds) = cells
-        rates = f"{wb:.0f} / {wm:.0f} | {cb:.0f} / {cm:.0f} |"
-        return rates, f" **{wr:.2f}** / {wmr:.2f} | **{cr:.2f}** / {cmr:.2f} |", wrounds, crounds
+            near = [m / n[part] for m, n in zip(mine, neighbours[key])] if neighbours[key] \
+                else [1.0] * len(mine)  # Keras' loader itself
+            if relative_to is not None:
+                near = [m / (v[part] / n[part]) for m, v, n in
+                        zip(near, values[relative_to], neighbours[relative_to])]
+            rates.append(f"{max(mine):.0f} / {median(mine):.0f}")
+            ratios.append(f"**{max(mine) / max(v[part] for v in values[base]):.2f}** / "
+                          f"{median(near):.2f}")
+            rounds.append(near)
+        return f"{rates[0]} | {rates[1]} |", f" {ratios[0]} | {ratios[1]} |", rounds
 
     lines, rounds_lines = [], []
     for key, label in labels.items():
         base = f"{KERAS}, cold" if key.endswith(", cold") else KERAS
-        rates, ratios, wrounds, crounds = compared(key, base)
+        rates, ratios, (wall, cpu) = compared(key, base)
         lines.append(f"| {label} | {rates}{ratios}")
-        rounds_lines.append(f"- {label}: wall {listed(wrounds)}; CPU {listed(crounds)}")
+        if key not in KERAS_STEPS:
+            rounds_lines.append(f"- {label}: wall {listed(wall)}; CPU {listed(cpu)}")
     for folder, records, where in (("imgclf", "tfrecord", ""), ("imgclf, cold", "tfrecord, cold",
                                                                  ", from disk")):
         if folder not in values:
             continue
-        _, ratios, wrounds, crounds = compared(records, folder)
+        _, ratios, (wall, cpu) = compared(records, folder, relative_to=folder)
         lines.append(f"| TFRecord over the folder, later epoch{where} | | |{ratios}")
-        rounds_lines.append(f"- TFRecord over the folder{where}: wall {listed(wrounds)}; "
-                            f"CPU {listed(crounds)}")
+        rounds_lines.append(f"- TFRecord over the folder{where}: wall {listed(wall)}; "
+                            f"CPU {listed(cpu)}")
     starts = []
     for key, label in (("main start s", f"before ({args.baseline_ref}, decode pre-pass)"),
                        ("imgclf start s", "imgclf")):
@@ -350,18 +375,20 @@ def main(argv=None):
         f"{args.epochs} epoch(s) per measurement. "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, load average "
         f"{load[0]:.1f} at the end. TFRecord: {len(layout['shards'])} shards, converted in "
-        f"{convert_seconds:.1f} s. Rates are best / median; ratios are to Keras' loader (its "
+        f"{convert_seconds:.1f} s. Every epoch rate is measured between two epochs of Keras' "
+        "loader. Rates are best / median; ratios are to Keras' loader (its "
         f"best: {max(w for w, _ in values[KERAS]):.0f} images/s, "
         f"{max(c for _, c in values[KERAS]):.0f} per CPU s), as best over best (bold) / "
-        "median of the same-round ratios; \"from disk\" rows drop the page cache before each "
-        "epoch and compare with Keras' loader from disk.",
+        "median of the ratios to the two Keras epochs around each measurement; \"from disk\" "
+        "rows drop the page cache before each epoch and compare with Keras' loader from disk; "
+        "TFRecord over the folder divides their two ratios to Keras.",
         "",
         "| pipeline | images/s, best / median | images per CPU s, best / median "
         "| wall, x Keras: best / median | CPU, x Keras: best / median |",
         "|---|---|---|---|---|",
         *lines,
         "",
-        "Same-round ratios, round by round:",
+        "Ratios to the Keras epochs around each measurement, round by round:",
         "",
         *rounds_lines,
         "",
