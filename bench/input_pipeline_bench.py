@@ -84,6 +84,11 @@ def ensure_data(root, num_images, num_classes):
 KERAS = "keras image_dataset_from_directory"
 KERAS_STEPS = (KERAS, f"{KERAS}, cold")
 
+
+def keras_step_for(name):
+    """The Keras' loader measurement a rate `name` is compared with (from disk for a cold one)."""
+    return KERAS_STEPS[1] if name.endswith(", cold") else KERAS
+
 #: The last commit whose loader decoded every file once before training (issue 7 §5's "before").
 BASELINE_REF = "2409509"
 
@@ -241,7 +246,7 @@ def run(args, main_folders):
             if name.endswith(" start s"):
                 values[name].append(steps[name]())
                 continue
-            keras = f"{KERAS}, cold" if name.endswith(", cold") else KERAS
+            keras = keras_step_for(name)
             before = last[keras] if keras in last else keras_epoch(keras)
             values[name].append(steps[name]())
             after = last[keras] = keras_epoch(keras)
@@ -305,7 +310,7 @@ def main(argv=None):
         "tfrecord": "imgclf from TFRecord (8 shards), later epoch",
     }
     if args.cold:
-        labels.update({f"{KERAS}, cold": f"{KERAS}, from disk",
+        labels.update({KERAS_STEPS[1]: f"{KERAS}, from disk",
                        "imgclf, cold": "imgclf training set, later epoch, from disk",
                        "tfrecord, cold": "imgclf from TFRecord (8 shards), later epoch, from disk"})
 
@@ -329,8 +334,7 @@ def main(argv=None):
 
     lines, rounds_lines = [], []
     for key, label in labels.items():
-        base = f"{KERAS}, cold" if key.endswith(", cold") else KERAS
-        rates, ratios, (wall, cpu) = compared(key, base)
+        rates, ratios, (wall, cpu) = compared(key, keras_step_for(key))
         lines.append(f"| {label} | {rates}{ratios}")
         if key not in KERAS_STEPS:
             rounds_lines.append(f"- {label}: wall {listed(wall)}; CPU {listed(cpu)}")
