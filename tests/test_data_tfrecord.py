@@ -141,3 +141,18 @@ def test_records_split_like_the_folder_with_files_left_out_by_the_converter(tmp_
         folder_sides = sides(*create_train_val_datasets(folder, (16, 16), 8, seed=seed), folder)
         record_sides = sides(*create_train_val_datasets(records, (16, 16), 8, seed=seed), folder)
         assert record_sides == folder_sides, seed
+
+
+def test_every_data_set_runs_without_autotuning_on_every_core(converted):
+    """Closing an autotuned iterator waits for the rest of tf.data's optimisation period (0.3 s
+    after a one-second epoch, seconds after longer ones): imgclf's data sets turn it off and
+    give each parallel stage every core (`imgclf.data.pipeline.without_autotuning`)."""
+    folder, records, _ = converted
+    cores = len(os.sched_getaffinity(0))
+    for source in (folder, records):
+        datasets = (*create_train_val_datasets(source, (8, 8), 4),
+                    create_test_dataset(source, (8, 8), 4))
+        for dataset in datasets:
+            options = dataset.options()
+            assert options.autotune.enabled is False, source
+            assert options.autotune.initial_parallelism == cores, source
