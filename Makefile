@@ -55,10 +55,10 @@ audit: install
 	$(PY) -m pip_audit --strict --progress-spinner off --desc on --no-deps --disable-pip \
 		-r $(VENV)/audit-requirements.txt
 
-# Three test processes on two cores (pytest-xdist): most tests spend much of their time waiting on servers and
-# training processes of their own. Each module runs in one process; how the work is shared
-# out: tests/conftest.py. TEST_WORKERS=0 runs everything in this process.
-TEST_WORKERS ?= 3
+# Four test processes on two cores (pytest-xdist): many tests spend much of their time waiting on
+# servers and training processes of their own. Each module runs in one process; how the work is
+# shared out: tests/conftest.py. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 4
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests
 

@@ -24,15 +24,18 @@ def rng():
 
 
 
-# `make test` runs the suite in three processes (`-n 3 --dist loadfile`, pytest-xdist). Most tests
-# wait much of their time on processes of their own (servers starting, training workers talking
-# over loopback), which the other test process fills. How the tests are shared out:
+# `make test` runs the suite in four processes (`-n 4 --dist loadfile`, pytest-xdist) on two cores.
+# Many tests wait on processes of their own (servers starting, training workers talking over
+# loopback), which the other test processes fill: with four, no core was idle in any 30 s of a
+# run (/proc/stat), and the suite took 9:29-10:47 against 10:17 with three. How the tests are
+# shared out:
 # - each module runs whole in one process, so its module-scoped fixtures (a trained model, a
 #   started server) are made once, not once per process;
 # - the modules that run several training processes at once form one unit, run one after the
 #   other (two at once would be four TensorFlow processes on two cores, each waiting for every
 #   worker at every step);
-# - the longest units start first, so the two processes end at about the same time.
+# - the longest units start first (measured with --durations), so the processes end at about
+#   the same time.
 # (xdist's own `xdist_group` marks do not work with pytest 9.2: xdist 3.8 renames test ids
 # through `item._nodeid`, which pytest no longer reads; hence a scheduler of our own.)
 #: Modules whose tests start several training processes each (TF_CONFIG clusters on loopback).
@@ -41,8 +44,11 @@ MULTI_PROCESS_TRAINING = ("test_distributed_training", "test_distributed_backup"
 #: Modules that take longest, longest first (they train, or build every backbone, or start
 #: several servers); the others follow in collection order.
 LONGEST_FIRST = (*MULTI_PROCESS_TRAINING, "test_models", "test_training_finetune",
-                 "test_serving_json_dense", "test_scripts", "test_export_training",
-                 "test_eval_model_serving", "test_training_options", "test_client")
+                 "test_training_options", "test_export_training", "test_training_identity",
+                 "test_training_resume", "test_spark_predict", "test_serving_json_dense",
+                 "test_serving_versions", "test_prediction_files", "test_scripts",
+                 "test_data_benchmarks", "test_spark_records", "test_eval_model_serving",
+                 "test_serving_reload_config", "test_data_folders")
 
 
 def _module_name(nodeid):
@@ -74,8 +80,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 #: How much lower the priority of test processes is while they run other modules than the
-#: multi-process training unit (see `pytest_runtest_setup`).
-OTHER_TESTS_NICENESS = 5
+#: multi-process training unit (see `pytest_runtest_setup`): the lowest. At 5 the unit took 450 s
+#: of a 10:17-11:21 suite; at 19, 377-398 s, and the suite 9:29-10:47.
+OTHER_TESTS_NICENESS = 19
 
 
 def pytest_runtest_setup(item):
