@@ -124,3 +124,35 @@ def test_the_file_list_fingerprint_changes_with_the_files(tmp_path):
     )
     assert dataset_summary(folder)["fingerprint"] not in (first, renamed)
     assert dataset_summary(folder)["class_counts"]["circle"] == 4
+
+
+def test_saved_without_custom_gradient_functions_unless_options_ask(tmp_path):
+    """Swish has a custom gradient: tracing it into a SavedModel took 18 of the 24 s of saving an
+    EfficientNetV2B0. The served outputs are the same; only gradients through a reloaded model
+    need `options=tf.saved_model.SaveOptions()`."""
+    import keras
+
+    from imgclf import ImageClassifierModel
+
+    class SwishModel(ImageClassifierModel):
+        def create_model_io(self, input_shape, num_classes):
+            inputs = keras.Input(shape=input_shape)
+            hidden = keras.layers.Dense(4, activation="silu")(keras.layers.Flatten()(inputs))
+            return inputs, keras.layers.Dense(num_classes, name="logits")(hidden)
+
+    model = SwishModel(input_shape=(8, 8, 3), num_classes=2)
+    pixels = tf.random.uniform([2, 8, 8, 3], 0, 255, seed=1)
+    for options, gradients in ((None, False), (tf.saved_model.SaveOptions(), True)):
+        loaded = tf.saved_model.load(
+            save_servable(model, tmp_path / str(gradients), options=options))
+        serve = loaded.signatures["serving_default"]
+        np.testing.assert_allclose(serve(input_tensor=pixels)["output_0"], model(pixels),
+                                   rtol=1e-5, atol=1e-5)
+        with tf.GradientTape() as tape:
+            tape.watch(pixels)
+            logits = serve(input_tensor=pixels)["output_0"]
+        if gradients:
+            assert tape.gradient(logits, pixels).shape == pixels.shape
+        else:
+            with pytest.raises(TypeError, match="out of scope"):
+                tape.gradient(logits, pixels)

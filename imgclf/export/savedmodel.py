@@ -28,8 +28,8 @@ logger = logging.getLogger("imgclf.export")
 
 
 #: How `save_servable` saves by default. TensorFlow traces a gradient function for each
-#: custom-gradient op (swish, in EfficientNetV2 and MobileNetV3) and matches its captures one by
-#: one: 18 of the 24 s of saving an EfficientNetV2B0. Serving computes no gradient, and imgclf
+#: custom-gradient op (swish, in EfficientNetV2) and matches its captures one by one with
+#: `list.index`: 18 of the 24 s of saving an EfficientNetV2B0. Serving computes no gradient; imgclf
 #: resumes training from Keras weights, never from a SavedModel; pass
 #: `options=tf.saved_model.SaveOptions()` to take gradients through a reloaded one.
 SERVING_SAVE_OPTIONS = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
