@@ -34,6 +34,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from imgclf.cpus import usable_cpus
 from imgclf.data.checked import CheckedImages
 from imgclf.images import REFUSAL_PREFIX, decode_image
 
@@ -323,15 +324,8 @@ def without_autotuning():
     """
     options = tf.data.Options()
     options.autotune.enabled = False
-    options.autotune.initial_parallelism = _schedulable_cores()
+    options.autotune.initial_parallelism = usable_cpus()
     return options
-
-
-def _schedulable_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
 
 
 #: How many cached images a training set reshuffles at a time, when it is cached.

@@ -13,7 +13,6 @@ the same message (same package, names, numbers and types) and parses the file wi
 
 import argparse
 import dataclasses
-import math
 import os
 import re
 import sys
@@ -21,6 +20,8 @@ import sys
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from google.protobuf import wrappers_pb2  # noqa: F401  (registers wrappers.proto in the pool)
 from tensorflow_serving.config import model_server_config_pb2
+
+from imgclf.cpus import usable_cpus  # noqa: F401  (its home before imgclf.cpus; still imported from here)
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 #: `--json_parse_processes -1` starts one per CPU, up to this many.
@@ -95,34 +96,6 @@ def build_parser():
              "HandleReloadConfigRequest) must lie in, symlinks resolved (default: the folders "
              "holding the start-up base paths)")
     return parser
-
-
-def usable_cpus(cgroup_root="/sys/fs/cgroup"):
-    """CPUs this process may use: its CPU affinity, capped by a cgroup CPU quota if it has one.
-
-    In a container limited to 4 CPUs on a 64-core node, `os.cpu_count()` says 64; the quota
-    (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`) says 4.
-    """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    quota = None
-    try:
-        with open(os.path.join(cgroup_root, "cpu.max")) as f:
-            limit, period = f.read().split()[:2]
-        if limit != "max":
-            quota = int(limit) / int(period)
-    except (OSError, ValueError):
-        try:
-            with open(os.path.join(cgroup_root, "cpu", "cpu.cfs_quota_us")) as f:
-                limit = int(f.read())
-            with open(os.path.join(cgroup_root, "cpu", "cpu.cfs_period_us")) as f:
-                period = int(f.read())
-            if limit > 0 and period > 0:
-                quota = limit / period
-        except (OSError, ValueError):
-            pass
-    if quota is not None:
-        cpus = min(cpus, max(1, math.ceil(quota)))
-    return max(1, cpus)
 
 
 def parse_args(argv=None):
