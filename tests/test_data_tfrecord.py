@@ -3,13 +3,14 @@
 import json
 import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from imgclf.data import convert_folder, create_test_dataset, create_train_val_datasets, list_labels
-from imgclf.data.tfrecord import LAYOUT_FILE, main
+from imgclf.data.tfrecord import LAYOUT_FILE, main, scan_spans
 from test_data_folders import pixel_levels, sides, write_dataset
 
 
@@ -38,6 +39,13 @@ def test_converter_writes_shards_of_examples_and_the_layout(converted):
     assert name == layout["files"][index]
     assert example["image/class/label"].int64_list.value[0] == layout["labels"][index]
     assert example["image/encoded"].bytes_list.value[0] == (folder / name).read_bytes()
+    # Each shard's size and where each image's bytes lie in it: readers cut them out unparsed.
+    for shard in layout["shards"]:
+        data = (records / shard["file"]).read_bytes()
+        assert shard["bytes"] == len(data)
+        assert [data[start:start + size] for start, size in shard["spans"]] == [
+            (folder / layout["files"][i]).read_bytes() for i in shard["indices"]]
+        assert scan_spans(records / shard["file"]) == shard["spans"]
 
 
 def test_records_split_and_decode_like_the_folder(converted, caplog):
@@ -61,6 +69,43 @@ def test_records_split_and_decode_like_the_folder(converted, caplog):
     assert sorted(val_ds.file_paths) == relative(folder_val.file_paths)
     assert sorted(pixel_levels(train_ds)) == sorted(pixel_levels(folder_train))
     assert sorted(pixel_levels(val_ds)) == sorted(pixel_levels(folder_val))
+
+
+def test_a_layout_without_spans_reads_alike_and_a_changed_shard_is_refused(converted, tmp_path,
+                                                                         caplog):
+    """Layouts written before `spans` existed are read by finding the images in the records; a
+    shard that changed since it was written (its size differs) or went missing is refused when
+    the data set is made, naming the file."""
+    _, records, layout = converted
+    expected = pixel_levels(create_test_dataset(records, (16, 16), 4))
+    old = tmp_path / "old"
+    shutil.copytree(records, old)
+    stripped = json.loads((old / LAYOUT_FILE).read_text())
+    for shard in stripped["shards"]:
+        del shard["spans"], shard["bytes"]
+    (old / LAYOUT_FILE).write_text(json.dumps(stripped))
+    with caplog.at_level(logging.INFO, logger="imgclf.data"):
+        assert pixel_levels(create_test_dataset(old, (16, 16), 4)) == expected
+    assert f"finding the images in '{old / layout['shards'][0]['file']}'" in caplog.text
+
+    changed = tmp_path / "changed"
+    shutil.copytree(records, changed)
+    shard = changed / layout["shards"][1]["file"]
+    with open(shard, "ab") as file:
+        file.write(b"more")
+    with pytest.raises(ValueError) as error:
+        create_train_val_datasets(changed, (16, 16), 4)
+    assert str(error.value) == (
+        f"shard file '{shard}' has {layout['shards'][1]['bytes'] + 4} bytes, its layout says "
+        f"{layout['shards'][1]['bytes']}: it changed since it was written; convert the data set "
+        "again"
+    )
+    with pytest.raises(ValueError, match="ends inside a record header at byte"):
+        scan_spans(shard)
+    shard.unlink()
+    with pytest.raises(FileNotFoundError) as error:
+        create_test_dataset(changed, (16, 16), 4)
+    assert str(error.value) == f"shard file '{shard}' of the TFRecord data set is missing"
 
 
 def test_input_context_reads_whole_shard_files(converted):

@@ -48,8 +48,13 @@ def _by_name(directory, layout):
     """`{name: (index, label, bytes)}` of every record, checked against the layout's shards."""
     found = {}
     for file, records in _records(directory, layout).items():
-        indices = next(shard["indices"] for shard in layout["shards"] if shard["file"] == file)
-        assert [index for index, *_ in records] == indices
+        shard = next(shard for shard in layout["shards"] if shard["file"] == file)
+        assert [index for index, *_ in records] == shard["indices"]
+        # Where each image lies in the file, for readers that cut it out (imgclf.data.records).
+        data = open(os.path.join(directory, file), "rb").read()
+        assert shard["bytes"] == len(data)
+        assert [data[start:start + size] for start, size in shard["spans"]] == [
+            encoded for *_, encoded in records]
         for index, label, name, encoded in records:
             assert name not in found
             found[name] = (index, label, encoded)

@@ -39,24 +39,34 @@ class EpochCounter:
         self.variable.assign(int(epoch))
 
 
-def shuffle_by_epoch(elements, buffer_size, seed, counter):
-    """`elements` shuffled (with `buffer_size`) in an order that depends only on the seed and
-    `counter`'s epoch when an iteration starts, not on how many iterations came before."""
+def by_epoch(counter, make):
+    """A data set whose every iteration is `make(epoch)`: `epoch` (an int64 tensor) is `counter`'s
+    epoch when the iteration starts, and the next iteration is the epoch after."""
 
     def one_epoch(_):
-        # This iteration is epoch `counter`, and the next one the epoch after (so a data set
-        # iterated without `start` still reshuffles every time). Mixed in the graph (a hash
-        # would need the value in Python): distinct for distinct (seed, epoch).
+        # Mixed in the graph (a hash would need the value in Python).
         epoch = counter.variable.assign_add(1) - 1
-        epoch_seed_tensor = tf.constant(int(seed) * 1_000_003 % 2**31, tf.int64) + epoch
         # TensorFlow pairs an op seed with the graph's global seed and then tests the pair
         # against (0, 0) in Python: with a global seed of 0 (`keras.utils.set_random_seed(0)`,
         # `--seed 0`) that test reads the tensor as a bool and fails. This function's graph
-        # drops the global seed, so the order depends on (seed, epoch) alone, whatever it is.
+        # (and those made inside it) drops the global seed, so draws depend on their own seeds.
         tf.compat.v1.get_default_graph().seed = None
-        return elements.shuffle(buffer_size, seed=epoch_seed_tensor, reshuffle_each_iteration=False)
+        return make(epoch)
 
     return tf.data.Dataset.from_tensors(0).flat_map(one_epoch)
+
+
+def seed_tensor(seed, epoch):
+    """An int64 seed for `epoch` (a tensor) of a run seeded with `seed`: distinct for distinct
+    (seed, epoch)."""
+    return tf.constant(int(seed) * 1_000_003 % 2**31, tf.int64) + epoch
+
+
+def shuffle_by_epoch(elements, buffer_size, seed, counter):
+    """`elements` shuffled (with `buffer_size`) in an order that depends only on the seed and
+    `counter`'s epoch when an iteration starts, not on how many iterations came before."""
+    return by_epoch(counter, lambda epoch: elements.shuffle(
+        buffer_size, seed=seed_tensor(seed, epoch), reshuffle_each_iteration=False))
 
 
 def reseed_layers(layers, seed, epoch, salt=""):

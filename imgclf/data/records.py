@@ -5,9 +5,12 @@
 
 They yield what the folder loader's data sets yield (`imgclf.data.folders`): float32 0-255
 images and int32 labels, with `.class_names`, and the same train/validation split of the same
-files. The training set reads its shards interleaved, in parallel and in a new order each epoch,
-and shuffles the records through a buffer (the converter already shuffled them across shards);
-validation and test sets read the shards in order. `.file_paths` holds the records' original
+files. Each shard file is read whole and its images are cut out of it where the layout says
+they lie (`spans`): no record is parsed, and a validation record costs the training set no more
+than its share of one read. The training set reads up to `SHARDS_IN_FLIGHT` shards at a time
+(fewer when they are large: `SHARDS_IN_FLIGHT_BYTES`), in parallel, in a new order each epoch,
+and each shard's records in a new order (the converter already dealt the files across shards
+at random); validation and test sets read the shards in order. `.file_paths` holds the records' original
 paths relative to the converted folder (in the order of the batches for a test set);
 `.opened_shard_files` the shard files this process has opened so far.
 
@@ -22,6 +25,7 @@ the `imgclf.data` logger, like a bad file: `skipping unreadable record 'cat/7.jp
 """
 
 import hashlib
+import logging
 import os
 
 import numpy as np
@@ -37,16 +41,21 @@ from imgclf.data.pipeline import (
     image_decoder,
     worker_cache,
 )
-from imgclf.data.epochs import EpochCounter, shuffle_by_epoch
+from imgclf.data.epochs import EpochCounter, by_epoch, seed_tensor
 from imgclf.data.split import check_split_ratio, shard, stratified_split
-from imgclf.data.tfrecord import read_layout
+from imgclf.data.tfrecord import read_layout, scan_spans
 
-#: Encoded records a training set shuffles at a time: the converter shuffled them across shards
-#: already, and a larger buffer cost a few per cent of the rate (bench/RESULTS.md).
+logger = logging.getLogger("imgclf.data")
+
+#: Shard files a training set reads at a time, at most: each is held in memory while it is read.
+SHARDS_IN_FLIGHT = 8
+
+#: Memory the shard files a training set reads at a time may take, about (parallel reads hold
+#: the next ones too).
+SHARDS_IN_FLIGHT_BYTES = 1 << 30
+
+#: Images a training set mixes at a time, from neighbouring shards.
 RECORD_SHUFFLE_BUFFER = 1024
-
-#: Records parsed in one call.
-PARSE_BATCH = 64
 
 _FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
@@ -186,25 +195,20 @@ def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role
         path_of=lambda i: files[i],
         reports_attempts=True,
     )
-    member = np.zeros(len(files), dtype=bool)
-    member[ids] = True
-    member = tf.constant(member)
     shard_paths = [os.path.join(directory, entry["file"]) for entry in shards]
-
-    def parse(records):
-        # A batch of records at a time, this data set's kept: per record, a parse call and a
-        # filter call cost 12-15 % of the path's CPU (bench/RESULTS.md).
-        examples = tf.io.parse_example(records, _FEATURES)
-        keep = tf.gather(member, examples["image/index"])
-        return (tf.boolean_mask(examples["image/index"], keep),
-                tf.boolean_mask(examples["image/encoded"], keep),
-                tf.boolean_mask(tf.cast(examples["image/class/label"], tf.int32), keep))
-
-    ids_in_shard = {
-        os.path.join(directory, entry["file"]): np.array([i for i in entry["indices"] if i in wanted],
-                                                         dtype=np.int64)
-        for entry in shards
-    }
+    # Per shard, its records of this data set in file order: id, image bytes' span, label.
+    rows = []
+    for entry, path in zip(shards, shard_paths):
+        spans = _image_spans(entry, path) if wanted.intersection(entry["indices"]) else []
+        rows.append([(i, start, length, all_labels[i])
+                     for i, (start, length) in zip(entry["indices"], spans) if i in wanted])
+    ids_in_shard = {path: np.array([row[0] for row in shard_rows], dtype=np.int64)
+                    for path, shard_rows in zip(shard_paths, rows)}
+    ends = tf.constant(np.cumsum([len(shard_rows) for shard_rows in rows]), tf.int64)
+    columns = [tf.constant(np.array([row[c] for shard_rows in rows for row in shard_rows],
+                                    dtype=dtype).reshape(-1))
+               for c, dtype in enumerate((np.int64, np.int64, np.int64, np.int32))]
+    paths = tf.constant(shard_paths)
 
     opened = set()
 
@@ -214,34 +218,42 @@ def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role
         check.attempt(ids_in_shard[path_name])
         return path
 
-    def opening(path):
-        # A strategy sharding by file gives this worker some shards: the check must know which.
-        return tf.ensure_shape(tf.py_function(attempt, [path], tf.string), [])
+    def shard_elements(k, seed=None):
+        # One shard file read whole, and the image bytes of this data set's records cut out of
+        # it (`spans`): no record is parsed, and of the records only those bytes are copied. A
+        # training set takes them in an order drawn from `seed`.
+        path = tf.ensure_shape(tf.py_function(attempt, [paths[k]], tf.string), [])
+        contents = tf.io.read_file(path)
+        first = tf.where(k > 0, ends[tf.maximum(k - 1, 0)], tf.constant(0, tf.int64))
+        ids, starts, lengths, labels = (column[first:ends[k]] for column in columns)
+        if seed is not None:
+            order = tf.argsort(tf.random.stateless_uniform(
+                tf.shape(ids), tf.stack([seed, k]), dtype=tf.float32))
+            ids, starts, lengths, labels = (
+                tf.gather(column, order) for column in (ids, starts, lengths, labels))
+        return ids, tf.strings.substr(contents, starts, lengths), labels
 
-    shard_files = tf.data.Dataset.from_tensor_slices(shard_paths)
     counter = EpochCounter()
+    # Only the shards that hold records of this data set are read.
+    read_shards = [k for k, shard_rows in enumerate(rows) if shard_rows]
+    shard_indices = tf.data.Dataset.from_tensor_slices(tf.constant(read_shards, tf.int64))
+    in_flight = _shards_in_flight([(shards[k], shard_paths[k]) for k in read_shards])
     if shuffle_seed is not None:
-        # Orders from (seed, epoch), as for folders (`imgclf.data.epochs`); the interleave is
-        # not deterministic, so a resumed run gets a new order, not epoch 0's again.
-        records = (
-            shuffle_by_epoch(shard_files, len(shard_paths), shuffle_seed, counter)
-            .map(opening)
-            .interleave(
-                lambda path: tf.data.TFRecordDataset(path, buffer_size=8 * 2**20),
-                cycle_length=min(len(shard_paths), 8),
-                num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=False,
+        # Shards in an order from (seed, epoch), as for folders (`imgclf.data.epochs`), each
+        # shard's records too, and then records of neighbouring shards mixed through a buffer
+        # (shards written by Spark hold what its partitions held, maybe of one class each).
+        def one_epoch(epoch):
+            seed = seed_tensor(shuffle_seed, epoch)
+            return (
+                shard_indices.shuffle(max(1, len(read_shards)), seed=seed)
+                .map(lambda k: shard_elements(k, seed), num_parallel_calls=in_flight)
+                .unbatch()
+                .shuffle(max(1, min(len(ids), RECORD_SHUFFLE_BUFFER)), seed=seed + 1)
             )
-        )
+
+        elements = by_epoch(counter, one_epoch)
     else:
-        records = shard_files.map(opening).flat_map(
-            lambda path: tf.data.TFRecordDataset(path, buffer_size=8 * 2**20)
-        )
-    elements = records.batch(PARSE_BATCH).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    if shuffle_seed is not None:
-        elements = shuffle_by_epoch(
-            elements, min(len(ids), RECORD_SHUFFLE_BUFFER), shuffle_seed + 1, counter
-        )
+        elements = shard_indices.map(shard_elements, num_parallel_calls=in_flight).unbatch()
     cache_name = role
     if cache not in (None, "memory"):
         digest = hashlib.sha256(repr((tuple(image_size), ids)).encode())
@@ -272,3 +284,37 @@ def _explain(missing, shard_of, image_size):
             if index in missing:
                 reasons[index] = decode_error(image_decoder(image_size), example["image/encoded"])
     return reasons
+
+
+def _image_spans(entry, path):
+    """A shard's `spans` (`imgclf.data.tfrecord`), checked against its file; read from the records
+    for a layout written without them."""
+    try:
+        size = tf.io.gfile.stat(path).length
+    except tf.errors.NotFoundError:
+        raise FileNotFoundError(f"shard file '{path}' of the TFRecord data set is missing") from None
+    if "spans" not in entry:
+        logger.info("finding the images in '%s' (its layout does not say where they are; a "
+                    "conversion with this imgclf does)", path)
+        spans = scan_spans(path)
+    elif size != entry.get("bytes"):
+        raise ValueError(
+            f"shard file '{path}' has {size} bytes, its layout says {entry.get('bytes')}: it "
+            "changed since it was written; convert the data set again"
+        )
+    else:
+        spans = entry["spans"]
+    if len(spans) != len(entry["indices"]):
+        raise ValueError(
+            f"shard file '{path}' holds {len(spans)} records, its layout lists "
+            f"{len(entry['indices'])}; convert the data set again"
+        )
+    return spans
+
+
+def _shards_in_flight(shards):
+    """How many of `shards` (`(entry, path)` pairs) a data set reads at a time."""
+    largest = max((entry.get("bytes") or tf.io.gfile.stat(path).length for entry, path in shards),
+                  default=0)
+    return max(1, min(len(shards), SHARDS_IN_FLIGHT, SHARDS_IN_FLIGHT_BYTES // (2 * largest + 1)))
+

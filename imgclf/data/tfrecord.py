@@ -11,7 +11,10 @@ not decoded: the loader decodes it with `imgclf.images.decode_image`), its label
 folder's listing (`image/index`, which lets a folder and its records split alike). The files are
 shuffled (with `seed`) and dealt into shards `data-00000-of-00008.tfrecord`, ... of at least
 `shard_size_mb` (or into exactly `num_shards`: for multi-worker training, at least one shard per
-worker). `tfrecords.json` beside the shards keeps the class names and what each shard holds.
+worker). `tfrecords.json` beside the shards keeps the class names and what each shard holds:
+its records' indices, its size in bytes (`bytes`) and where in the file each record's image bytes
+lie (`spans`, `[offset, length]`), so that a reader can take the images straight out of the
+file without parsing a record (`imgclf.data.records`).
 Files already known to be unreadable (`imgclf.data.verdicts`) are left out with a warning; other
 bad files are found when the records are read, and named there.
 
@@ -22,6 +25,7 @@ bad files are found when the records are read, and named there.
 import json
 import logging
 import os
+import struct
 import sys
 
 import numpy as np
@@ -92,12 +96,12 @@ def convert_folder(folder, output_dir, shard_size_mb=DEFAULT_SHARD_SIZE_MB, num_
     os.makedirs(output_dir, exist_ok=True)
     shards = []
     for name, members in zip(names, members_of):
-        with tf.io.TFRecordWriter(os.path.join(output_dir, name + ".partial")) as writer:
+        with ShardWriter(os.path.join(output_dir, name + ".partial")) as writer:
             for i in members:
                 with open(paths[i], "rb") as file:
                     encoded = file.read()
-                writer.write(encode_record(encoded, labels[i], _relative(paths[i], folder), i))
-        shards.append({"file": name, "indices": members})
+                writer.write(encoded, labels[i], _relative(paths[i], folder), i)
+        shards.append({"file": name, "indices": members, **writer.entry()})
     for name in names:
         os.replace(os.path.join(output_dir, name + ".partial"), os.path.join(output_dir, name))
     # By listing position: the folder's relative paths (null where left out) and labels.
@@ -134,7 +138,9 @@ def write_layout(output_dir, class_names, files, labels, shards, **extra):
         class_names: the class names, in label order.
         files, labels: by record index: each record's relative path (None for an image left
             out) and label.
-        shards: `[{"file": name, "indices": [record indices, in the file's order]}, ...]`.
+        shards: `[{"file": name, "indices": [record indices, in the file's order], "bytes":
+            file size, "spans": [[offset, length] of each record's image bytes]}, ...]`
+            (`ShardWriter.entry()` gives the last two).
         extra: more JSON entries (e.g. the images found unreadable and why).
 
     The layout also counts the records written per class (`class_counts`).
@@ -162,6 +168,77 @@ def write_layout(output_dir, class_names, files, labels, shards, **extra):
 
 def _relative(path, folder):
     return os.path.relpath(path, folder).replace(os.sep, "/")
+
+
+#: Bytes before an uncompressed TFRecord record's data (its length, 8, and the length's
+#: checksum, 4) and after it (the data's checksum).
+RECORD_HEADER_BYTES, RECORD_FOOTER_BYTES = 12, 4
+
+
+class ShardWriter:
+    """Writes one shard file of records (`encode_record`) and notes where each record's image
+    bytes lie in it, for the layout's shard entry (`entry()`).
+
+        >>> with ShardWriter("records/data-00000-of-00001.tfrecord") as writer:
+        ...     writer.write(encoded, label=0, filename="cat/1.jpg", index=0)
+        >>> writer.entry()
+        {'bytes': 51234, 'spans': [[47, 51160]]}
+    """
+
+    def __init__(self, path):
+        self._writer = tf.io.TFRecordWriter(os.fspath(path))
+        self.size = 0
+        self.spans = []
+
+    def write(self, encoded, label, filename, index):
+        record = encode_record(encoded, label, filename, index)
+        # The image bytes are stored as they are; any copy of them in the record is as good.
+        start = self.size + RECORD_HEADER_BYTES + record.find(encoded)
+        self._writer.write(record)
+        self.spans.append([start, len(encoded)])
+        self.size += RECORD_HEADER_BYTES + len(record) + RECORD_FOOTER_BYTES
+
+    def entry(self):
+        """The shard's `bytes` and `spans` for the layout."""
+        return {"bytes": self.size, "spans": self.spans}
+
+    def close(self):
+        self._writer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def scan_spans(path):
+    """`[[offset, length], ...]`: where each record's image bytes lie in the shard file `path`,
+    read from the records themselves (for layouts written without `spans`).
+
+    Raises ValueError if the file is not a whole uncompressed TFRecord file of image records.
+    """
+    with tf.io.gfile.GFile(os.fspath(path), "rb") as file:
+        data = file.read()
+    spans, position = [], 0
+    while position < len(data):
+        start = position + RECORD_HEADER_BYTES
+        if start > len(data):
+            raise ValueError(f"'{path}' ends inside a record header at byte {position}")
+        (length,) = struct.unpack_from("<Q", data, position)
+        end = start + length
+        if end + RECORD_FOOTER_BYTES > len(data):
+            raise ValueError(f"'{path}' ends inside the record at byte {position}")
+        try:
+            feature = tf.train.Example.FromString(data[start:end]).features.feature
+            encoded = feature["image/encoded"].bytes_list.value[0]
+        except Exception as error:  # DecodeError, a missing feature or value
+            raise ValueError(
+                f"the record at byte {position} of '{path}' is not an image record: {error!r}"
+            ) from None
+        spans.append([data.find(encoded, start, end), len(encoded)])
+        position = end + RECORD_FOOTER_BYTES
+    return spans
 
 
 def encode_record(encoded, label, filename, index):

@@ -192,14 +192,14 @@ def write_tfrecords(df, output_dir, image_col="content", label_col="label", key_
         for _, partition_shards, partition_bad in sorted(written):
             shards += partition_shards
             bad += partition_bad
-        reported = sorted([i for _, indices in shards for i in indices] + [i for i, _ in bad])
+        reported = sorted([i for _, indices, _ in shards for i in indices] + [i for i, _ in bad])
         if reported != list(range(len(files))):
             raise RuntimeError(
                 f"the second read of the DataFrame gave {len(reported)} images with "
                 f"{len(set(reported))} of the {len(files)} names of the first: {_CHANGED}"
             )
         names = shard_file_names(len(shards))
-        for (staged, _), final in zip(shards, names):
+        for (staged, _, _), final in zip(shards, names):
             os.replace(os.path.join(staging, staged), os.path.join(staging, final))
         for leftover in set(os.listdir(staging)) - set(names):  # failed task attempts' files
             os.remove(os.path.join(staging, leftover))
@@ -211,7 +211,8 @@ def write_tfrecords(df, output_dir, image_col="content", label_col="label", key_
             files[index] = None
         layout = write_layout(
             staging, class_names, files, labels,
-            [{"file": final, "indices": indices} for final, (_, indices) in zip(names, shards)],
+            [{"file": final, "indices": indices, **entry}
+             for final, (_, indices, entry) in zip(names, shards)],
             left_out=left_out, unreadable=unreadable,
         )
         if os.path.isdir(output_dir):
@@ -229,15 +230,15 @@ def _partition_writer(staging, numbering, class_names, files_per_partition, chec
     """The function each task runs over its partition's rows `(key, label, image)`.
 
     It deals the partition's good records among its files (`files_per_partition`, opened only
-    when a record comes for them) and returns `(partition, [(staged file, indices)], [(index,
-    reason), ...])`. Each attempt writes under its own name, renamed when complete.
+    when a record comes for them) and returns `(partition, [(staged file, indices, its
+    `ShardWriter.entry()`)], [(index, reason), ...])`. Each attempt writes under its own name,
+    renamed when complete.
     """
 
     def write(partition, rows):
-        import tensorflow as tf
         from pyspark import TaskContext
 
-        from imgclf.data.tfrecord import encode_record
+        from imgclf.data.tfrecord import ShardWriter
 
         number_of = numbering.value
         reason_of = _image_checker() if check_images else (lambda image: None)
@@ -261,9 +262,9 @@ def _partition_writer(staging, numbering, class_names, files_per_partition, chec
                     continue
                 j, good = good % count, good + 1
                 if writers[j] is None:
-                    writers[j] = tf.io.TFRecordWriter(
+                    writers[j] = ShardWriter(
                         os.path.join(staging, f"{staged[j]}.attempt-{attempt}"))
-                writers[j].write(encode_record(bytes(image), label_index, key, index))
+                writers[j].write(bytes(image), label_index, key, index)
                 indices[j].append(index)
         finally:
             for writer in writers:
@@ -273,7 +274,8 @@ def _partition_writer(staging, numbering, class_names, files_per_partition, chec
             if writers[j] is not None:
                 os.replace(os.path.join(staging, f"{staged[j]}.attempt-{attempt}"),
                            os.path.join(staging, staged[j]))
-        yield partition, [(staged[j], indices[j]) for j in range(count) if indices[j]], bad
+        yield partition, [(staged[j], indices[j], writers[j].entry())
+                          for j in range(count) if indices[j]], bad
 
     return write
 
