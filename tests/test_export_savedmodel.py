@@ -156,3 +156,24 @@ def test_saved_without_custom_gradient_functions_unless_options_ask(tmp_path):
         else:
             with pytest.raises(TypeError, match="out of scope"):
                 tape.gradient(logits, pixels)
+
+
+def test_a_save_traces_the_network_once_per_serving_function(tmp_path, rng, monkeypatch):
+    """`tf.saved_model.save` traces again, in its own context, every `tf.function` it is handed:
+    a save handed the serving methods traced the network four times (seconds each for a large
+    backbone). Handed their concrete functions, it traces it once for the image tensors and
+    once for the bytes (`serving_labels` calls the bytes' function); the reloaded object still
+    calls them."""
+    from imgclf.training import multi_worker_fit
+
+    model, pixels = trained_lenet(rng)
+    traced = []
+    forward = multi_worker_fit.replica_call
+    monkeypatch.setattr(multi_worker_fit, "replica_call",
+                        lambda *args, **kwargs: traced.append(1) or forward(*args, **kwargs))
+    loaded = tf.saved_model.load(model.save(tmp_path / "1"))
+    assert len(traced) == 2
+    expected = model(pixels, training=False)
+    np.testing.assert_allclose(loaded.predict_numpy_image(pixels), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loaded.predict_embeddings(pixels)["logits"], expected,
+                               rtol=1e-5, atol=1e-5)

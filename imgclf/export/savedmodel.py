@@ -104,23 +104,25 @@ def servable_module(model):
     """What a SavedModel of `model` should hold: its variables and serving functions, nothing else.
 
     Saving the Keras model itself would also save whatever it tracks, its optimizer first. This
-    module tracks only the model's own variables (as Keras' `ExportArchive` does) and its serving
-    `tf.function`s, which stay callable on the reloaded object:
-    `tf.saved_model.load(path).predict_numpy_image(images)`.
+    module tracks only the model's own variables (as Keras' `ExportArchive` does) and the
+    concrete functions of its serving `tf.function`s, which stay callable on the reloaded
+    object: `tf.saved_model.load(path).predict_numpy_image(images)`. (Handed the `tf.function`s,
+    `tf.saved_model.save` would trace each again in its own context: four traces of the network
+    instead of two, 10 s instead of 7 for a ConvNeXtTiny.)
     """
     module = tf.Module()
     module.model_variables = list(model.variables)
     for method in SIGNATURE_FUNCTIONS.values():
-        setattr(module, method, getattr(model, method))
+        setattr(module, method, getattr(model, method).get_concrete_function())
     for method in MODULE_FUNCTIONS:
         try:
-            getattr(model, method).get_concrete_function()
+            function = getattr(model, method).get_concrete_function()
         except (AttributeError, IndexError, TypeError, ValueError) as error:
             # An extra (embeddings) must never stop a save: a network whose classifier head
             # cannot be found is saved without it, and offline prediction says so if asked.
             logger.warning("saving %s without %s: %s", type(model).__name__, method, error)
             continue
-        setattr(module, method, getattr(model, method))
+        setattr(module, method, function)
     return module
 
 
