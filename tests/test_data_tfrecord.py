@@ -108,6 +108,20 @@ def test_a_layout_without_spans_reads_alike_and_a_changed_shard_is_refused(conve
     assert str(error.value) == f"shard file '{shard}' of the TFRecord data set is missing"
 
 
+def test_a_training_sets_order_depends_on_the_seed_and_epoch_alone(converted):
+    """Shards, the records of each and the mixing buffer all draw from (seed, epoch): a run
+    resumed at epoch 2 in a new process reads epoch 2's order, as the unkilled run did."""
+    _, records, _ = converted
+    unkilled, _ = create_train_val_datasets(records, (16, 16), 32, seed=3)
+    orders = [pixel_levels(unkilled) for _ in range(3)]
+    assert orders[0] != orders[1] != orders[2] and sorted(orders[0]) == sorted(orders[2])
+    resumed, _ = create_train_val_datasets(records, (16, 16), 32, seed=3)
+    resumed.start_epoch(2)
+    assert pixel_levels(resumed) == orders[2]
+    resumed.start_epoch(0)
+    assert pixel_levels(resumed) == orders[0]
+
+
 def test_input_context_reads_whole_shard_files(converted):
     _, records, layout = converted
     full, _ = create_train_val_datasets(records, (16, 16), 4)
