@@ -8,11 +8,12 @@ images and int32 labels, with `.class_names`, and the same train/validation spli
 files. Each shard file is read whole and its images are cut out of it where the layout says
 they lie (`spans`): no record is parsed, and a validation record costs the training set no more
 than its share of one read. The training set reads up to `SHARDS_IN_FLIGHT` shards at a time
-(fewer when they are large: `SHARDS_IN_FLIGHT_BYTES`), in parallel, in a new order each epoch,
-and each shard's records in a new order (the converter already dealt the files across shards
-at random); validation and test sets read the shards in order. `.file_paths` holds the records' original
-paths relative to the converted folder (in the order of the batches for a test set);
-`.opened_shard_files` the shard files this process has opened so far.
+(fewer when they are large: `SHARDS_IN_FLIGHT_BYTES`), in parallel, each epoch in an order drawn
+from (seed, epoch): the shards, each shard's records, and a buffer that mixes the records of
+neighbouring shards (`RECORD_SHUFFLE_BUFFER`). Validation and test sets read the shards in
+order. `.file_paths` holds the records' original paths relative to the converted folder (in the
+order of the batches for a test set); `.opened_shard_files` the shard files this process has
+opened so far.
 
 With `input_context` (`tf.distribute.InputContext`) the training set reads only its input
 pipeline's shard files (every n-th), the "shard by file" of multi-worker training: convert with
@@ -225,13 +226,13 @@ def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role
         path = tf.ensure_shape(tf.py_function(attempt, [paths[k]], tf.string), [])
         contents = tf.io.read_file(path)
         first = tf.where(k > 0, ends[tf.maximum(k - 1, 0)], tf.constant(0, tf.int64))
-        ids, starts, lengths, labels = (column[first:ends[k]] for column in columns)
+        record_ids, starts, lengths, labels = (column[first:ends[k]] for column in columns)
         if seed is not None:
             order = tf.argsort(tf.random.stateless_uniform(
-                tf.shape(ids), tf.stack([seed, k]), dtype=tf.float32))
-            ids, starts, lengths, labels = (
-                tf.gather(column, order) for column in (ids, starts, lengths, labels))
-        return ids, tf.strings.substr(contents, starts, lengths), labels
+                tf.shape(record_ids), tf.stack([seed, k]), dtype=tf.float32))
+            record_ids, starts, lengths, labels = (
+                tf.gather(column, order) for column in (record_ids, starts, lengths, labels))
+        return record_ids, tf.strings.substr(contents, starts, lengths), labels
 
     counter = EpochCounter()
     # Only the shards that hold records of this data set are read.
