@@ -293,7 +293,8 @@ def _image_spans(entry, path):
     try:
         size = tf.io.gfile.stat(path).length
     except tf.errors.NotFoundError:
-        raise FileNotFoundError(f"shard file '{path}' of the TFRecord data set is missing") from None
+        raise FileNotFoundError(
+            f"shard file '{path}' of the TFRecord data set is missing") from None
     if "spans" not in entry:
         logger.info("finding the images in '%s' (its layout does not say where they are; a "
                     "conversion with this imgclf does)", path)
