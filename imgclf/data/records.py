@@ -238,7 +238,7 @@ def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role
     # Only the shards that hold records of this data set are read.
     read_shards = [k for k, shard_rows in enumerate(rows) if shard_rows]
     shard_indices = tf.data.Dataset.from_tensor_slices(tf.constant(read_shards, tf.int64))
-    in_flight = _shards_in_flight([(shards[k], shard_paths[k]) for k in read_shards])
+    in_flight = _shards_in_flight([shards[k] for k in read_shards])
     if shuffle_seed is not None:
         # Shards in an order from (seed, epoch), as for folders (`imgclf.data.epochs`), each
         # shard's records too, and then records of neighbouring shards mixed through a buffer
@@ -288,8 +288,9 @@ def _explain(missing, shard_of, image_size):
 
 
 def _image_spans(entry, path):
-    """A shard's `spans` (`imgclf.data.tfrecord`), checked against its file; read from the records
-    for a layout written without them."""
+    """A shard's `spans` (`imgclf.data.tfrecord`), checked against its file. For a layout written
+    without them they are read from the records once, and kept in `entry` with the file's size
+    (the in-memory layout the training and validation sets share)."""
     try:
         size = tf.io.gfile.stat(path).length
     except tf.errors.NotFoundError:
@@ -298,7 +299,8 @@ def _image_spans(entry, path):
     if "spans" not in entry:
         logger.info("finding the images in '%s' (its layout does not say where they are; a "
                     "conversion with this imgclf does)", path)
-        spans = scan_spans(path)
+        spans = entry["spans"] = scan_spans(path)
+        entry["bytes"] = size
     elif size != entry.get("bytes"):
         raise ValueError(
             f"shard file '{path}' has {size} bytes, its layout says {entry.get('bytes')}: it "
@@ -315,8 +317,8 @@ def _image_spans(entry, path):
 
 
 def _shards_in_flight(shards):
-    """How many of `shards` (`(entry, path)` pairs) a data set reads at a time."""
-    largest = max((entry.get("bytes") or tf.io.gfile.stat(path).length for entry, path in shards),
-                  default=0)
+    """How many of `shards` (layout entries, checked by `_image_spans`) a data set reads at a
+    time."""
+    largest = max((entry["bytes"] for entry in shards), default=0)
     return max(1, min(len(shards), SHARDS_IN_FLIGHT, SHARDS_IN_FLIGHT_BYTES // (2 * largest + 1)))
 
