@@ -66,9 +66,12 @@ def augment_dataset(dataset, level="light", seed=None):
         return dataset
     # Two maps: the random draws (cheap) one batch after another, so that a seed gives the same
     # draws in the same order; the image transforms (the costly part) in parallel, in order.
-    drawn = dataset.map(lambda images, labels: (images, labels, augmenter.draw(images)))
+    # Neither has Python control flow on tensors: AutoGraph would only cost time.
+    drawn = dataset.map(tf.autograph.experimental.do_not_convert(
+        lambda images, labels: (images, labels, augmenter.draw(images))))
     augmented = drawn.map(
-        lambda images, labels, transforms: (augmenter.apply(images, transforms), labels),
+        tf.autograph.experimental.do_not_convert(
+            lambda images, labels, transforms: (augmenter.apply(images, transforms), labels)),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
     )
     augmented = keep_attributes(dataset, augmented.prefetch(tf.data.AUTOTUNE))

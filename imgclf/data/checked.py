@@ -96,6 +96,7 @@ class CheckedImages:
         def all_or_nothing(dataset, condition):
             return dataset.take(tf.where(condition, tf.constant(-1, tf.int64), 0))
 
+        @tf.autograph.experimental.do_not_convert
         def one_pass(_):
             this_kind = tf.equal(self.trusted.read_value(), trusting)
             if not trusting:
@@ -105,8 +106,8 @@ class CheckedImages:
             # (workers that share the batches of one pass by data need that). A filter call per
             # element costs 3-4 % of a pass: only when some element lacks a fingerprint.
             all_known = self.all_known.read_value()
-            known = dataset.filter(
-                lambda element_id, *_: tf.not_equal(tf.gather(self.fingerprints, element_id), 0))
+            known = dataset.filter(tf.autograph.experimental.do_not_convert(
+                lambda element_id, *_: tf.not_equal(tf.gather(self.fingerprints, element_id), 0)))
             return all_or_nothing(dataset, this_kind & all_known).concatenate(
                 all_or_nothing(known, this_kind & ~all_known))
 

@@ -43,6 +43,7 @@ def by_epoch(counter, make):
     """A data set whose every iteration is `make(epoch)`: `epoch` (an int64 tensor) is `counter`'s
     epoch when the iteration starts, and the next iteration is the epoch after."""
 
+    @tf.autograph.experimental.do_not_convert
     def one_epoch(_):
         # Mixed in the graph (a hash would need the value in Python).
         epoch = counter.variable.assign_add(1) - 1

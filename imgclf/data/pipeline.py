@@ -355,6 +355,7 @@ def decoded_batches(elements, read, image_size, batch_size, check, shuffle_seed=
     def decoding(pass_elements, decode):
         # `decode(element_id, encoded, image_size)` gives the image, or `(image, known)`: traced
         # into the map's own function. Elements are `(id, image, label, known)`.
+        @tf.autograph.experimental.do_not_convert
         def load_element(element_id, source, label):
             decoded = decode(element_id, read(source), image_size)
             image, known = decoded if isinstance(decoded, tuple) else (decoded, tf.constant(True))
@@ -423,6 +424,7 @@ def decoded_batches(elements, read, image_size, batch_size, check, shuffle_seed=
             return images[:0], labels[:0]
         return images[known], labels[known]
 
+    @tf.autograph.experimental.do_not_convert
     def step(seen, batch):
         ids, images, labels, known = batch
         seen = tf.tensor_scatter_nd_update(seen, ids[:, None], known)
@@ -446,7 +448,8 @@ def decoded_batches(elements, read, image_size, batch_size, check, shuffle_seed=
     batches = (
         dataset.concatenate(end)
         .scan(tf.zeros([len(check.seen)], tf.bool), step)
-        .filter(lambda images, labels: tf.shape(images)[0] > 0)
+        .filter(tf.autograph.experimental.do_not_convert(
+            lambda images, labels: tf.shape(images)[0] > 0))
         .prefetch(tf.data.AUTOTUNE)
         .with_options(without_autotuning())
     )

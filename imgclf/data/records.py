@@ -219,6 +219,7 @@ def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role
         check.attempt(ids_in_shard[path_name])
         return path
 
+    @tf.autograph.experimental.do_not_convert
     def shard_elements(k, seed=None):
         # One shard file read whole, and the image bytes of this data set's records cut out of
         # it (`spans`): no record is parsed, and of the records only those bytes are copied. A
@@ -243,6 +244,7 @@ def _record_dataset(directory, layout, shards, ids, image_size, batch_size, role
         # Shards in an order from (seed, epoch), as for folders (`imgclf.data.epochs`), each
         # shard's records too, and then records of neighbouring shards mixed through a buffer
         # (shards written by Spark hold what its partitions held, maybe of one class each).
+        @tf.autograph.experimental.do_not_convert
         def one_epoch(epoch):
             seed = seed_tensor(shuffle_seed, epoch)
             return (

@@ -166,18 +166,18 @@ class ImageClassifierModel(keras.Model):
     # The serving functions. They are the SavedModel's signatures and stay callable on the model
     # object reloaded by `tf.saved_model.load`; a server calls them through the signatures.
 
-    @tf.function(input_signature=[signatures.INPUT_TENSOR_SPEC])
+    @tf.function(input_signature=[signatures.INPUT_TENSOR_SPEC], autograph=False)
     def predict_numpy_image(self, input_tensor):
         """Logits `[N, num_classes]` for float32 images `[N, H, W, 3]` of 0-255 pixels, any H and W."""
         return self(images.resize_images(input_tensor, self.image_size), training=False)
 
-    @tf.function(input_signature=[signatures.IMAGE_BYTES_SPEC])
+    @tf.function(input_signature=[signatures.IMAGE_BYTES_SPEC], autograph=False)
     def predict_bytes_image(self, image_bytes_string):
         """Logits `[N, num_classes]` for encoded images: one (a scalar string) or a 1-D batch."""
         batch = images.decode_image_batch(image_bytes_string, self.image_size)
         return self(batch, training=False)
 
-    @tf.function(input_signature=[signatures.IMAGE_BYTES_SPEC])
+    @tf.function(input_signature=[signatures.IMAGE_BYTES_SPEC], autograph=False)
     def predict_labels(self, image_bytes_string):
         """The most probable classes of encoded images, best first.
 
@@ -193,7 +193,7 @@ class ImageClassifierModel(keras.Model):
             "probabilities": top.values,
         }
 
-    @tf.function(input_signature=[signatures.INPUT_TENSOR_SPEC])
+    @tf.function(input_signature=[signatures.INPUT_TENSOR_SPEC], autograph=False)
     def predict_embeddings(self, input_tensor):
         """Logits and the penultimate layer's output for float32 images `[N, H, W, 3]`, 0-255.
 

@@ -203,6 +203,7 @@ class Predictor:
             if chunk:
                 yield _chunk(chunk, pending)
 
+        @tf.autograph.experimental.do_not_convert
         def load(element_id, path, content, has_content):
             image = tf.cond(has_content, lambda: decode_bytes(content), lambda: decode_file(path))
             return element_id, tf.ensure_shape(image, [height, width, 3])
