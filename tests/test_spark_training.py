@@ -6,6 +6,8 @@ cluster on loopback, the chief's SavedModel reloaded and predicted through `imgc
 a worker's child killed with SIGKILL, and the re-run resuming from the backup in the same session.
 """
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -101,14 +103,58 @@ def _wait_until_gone(pids=(), timeout=30):
     return running()
 
 
-@pytest.mark.timeout(1800)
-def test_two_barrier_workers_train_a_servable_version_that_spark_predicts(records, tmp_path, capfd):
+@pytest.fixture(scope="module")
+def killed_and_rerun(records, tmp_path_factory):
+    """A 6-epoch training on two barrier workers whose worker 1 is SIGKILLed once the first
+    epoch is backed up, then the same `train` call again in the same session. One killed run and
+    one whole two-worker run for the two tests below: each stage starts two child processes
+    that import TensorFlow and trace the multi-worker steps, most of what a stage costs."""
     spark = shared_spark_session()
-    models = tmp_path / "models"
-    result = train("LenetModel", records / "records" / "train", records / "records" / "test",
-                   models, num_workers=2, spark=spark, num_epochs=6, patience=6, **TRAINING)
+    models = tmp_path_factory.mktemp("spark-killed") / "models"
+    args = ("LenetModel", records / "records" / "train", records / "records" / "test", models)
+    options = dict(num_workers=2, spark=spark, num_epochs=6, patience=6, **TRAINING)
+    state = models / "LenetModel" / "backup" / "train" / "state.json"
+    outcome = {}
 
-    run_folder = models / "LenetModel"
+    def run():
+        try:
+            outcome["result"] = train(*args, **options)
+        except BaseException as error:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = error
+
+    driver = threading.Thread(target=run)
+    driver.start()
+    deadline = time.monotonic() + 600
+    while not state.exists() and driver.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert state.exists(), outcome
+    children = _training_children()
+    victims = [pid for pid in children if _worker_index(pid) == 1]
+    assert len(children) == 2 and len(victims) == 1
+    os.kill(victims[0], signal.SIGKILL)
+    driver.join(timeout=300)
+    outcome["left_running"] = _wait_until_gone(children)
+    with open(state) as file:
+        outcome["finished"] = json.load(file)["epoch"]
+
+    # A second job in the same session resumes the run at its next epoch; the workers' output
+    # reaches the driver's stderr (pyspark's log server writes it there).
+    rerun_err = io.StringIO()
+    with contextlib.redirect_stderr(rerun_err):
+        outcome["rerun"] = train(*args, **options)
+    outcome["rerun_err"] = rerun_err.getvalue()
+    outcome["models"] = models
+    return outcome
+
+
+@pytest.mark.timeout(1800)
+def test_two_barrier_workers_train_a_servable_version_that_spark_predicts(records,
+                                                                         killed_and_rerun):
+    # The rerun of the killed run: a whole two-worker stage that resumes epochs 2-6 (the
+    # unkilled run's).
+    spark = shared_spark_session()
+    result, err = killed_and_rerun["rerun"], killed_and_rerun["rerun_err"]
+    run_folder = killed_and_rerun["models"] / "LenetModel"
     assert result.export_path == str(run_folder / "1") and result.num_workers == 2
     assert result.test_metrics["accuracy"] >= 0.6, result
     assert len(result.history["val_accuracy"]) == result.phase_epochs[0] >= 1
@@ -116,7 +162,6 @@ def test_two_barrier_workers_train_a_servable_version_that_spark_predicts(record
     assert sorted(os.listdir(run_folder)) == ["1", "checkpoints", "logs"]
     assert _wait_until_gone(timeout=5) == []
     # Both workers' output reached the driver.
-    err = capfd.readouterr().err
     assert "[worker 0] imgclf.training: distribution: MultiWorkerMirroredStrategy: 2 replica(s) " \
         "on 2 worker(s), this is worker 0 (chief)" in err
     assert "[worker 1] worker done: the chief saved the model" in err
@@ -140,51 +185,22 @@ def test_two_barrier_workers_train_a_servable_version_that_spark_predicts(record
 
 
 @pytest.mark.timeout(1800)
-def test_a_killed_worker_fails_the_stage_with_its_error_and_the_rerun_resumes(records, tmp_path,
-                                                                              capfd):
-    spark = shared_spark_session()
-    models = tmp_path / "models"
-    args = ("LenetModel", records / "records" / "train", records / "records" / "test", models)
-    options = dict(num_workers=2, spark=spark, num_epochs=4, patience=4, **TRAINING)
-    state = models / "LenetModel" / "backup" / "train" / "state.json"
-    outcome = {}
-
-    def run():
-        try:
-            outcome["result"] = train(*args, **options)
-        except BaseException as error:  # noqa: BLE001 - the test inspects it
-            outcome["error"] = error
-
-    driver = threading.Thread(target=run)
-    driver.start()
-    deadline = time.monotonic() + 600
-    while not state.exists() and driver.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert state.exists(), outcome
-    children = _training_children()
-    victims = [pid for pid in children if _worker_index(pid) == 1]
-    assert len(children) == 2 and len(victims) == 1
-    os.kill(victims[0], signal.SIGKILL)
-    driver.join(timeout=300)
-
-    error = outcome.get("error")
-    assert isinstance(error, SparkTrainingError), outcome
+def test_a_killed_worker_fails_the_stage_with_its_error_and_the_rerun_resumes(killed_and_rerun):
+    error = killed_and_rerun.get("error")
+    assert isinstance(error, SparkTrainingError), killed_and_rerun
     message = str(error)
     assert message.startswith("imgclf worker 1 of 2 was killed by signal 9 (SIGKILL); its last "
                               "lines:\n"), message[:500]
     assert "imgclf.training: distribution: MultiWorkerMirroredStrategy" in message
-    assert "\nEpoch 1/4\n" in message and message.endswith("\n--- end of worker 1's output ---")
-    # Spark ended the other task, and its child with it: nothing runs any more.
-    assert _wait_until_gone(children) == []
-    with open(state) as file:
-        finished = json.load(file)["epoch"]
+    assert "\nEpoch 1/6\n" in message and message.endswith("\n--- end of worker 1's output ---")
+    # Spark ended the other task, and its child with it: nothing ran any more.
+    assert killed_and_rerun["left_running"] == []
 
-    # A second job in the same session resumes the run at its next epoch.
-    capfd.readouterr()
-    result = train(*args, **options)
-    err = capfd.readouterr().err
-    assert f"[worker 0] Epoch {finished + 1}/4" in err and "[worker 0] Epoch 1/4" not in err
-    assert result.export_path == str(models / "LenetModel" / "1")
+    # The second job in the same session resumed the run at its next epoch.
+    finished, err = killed_and_rerun["finished"], killed_and_rerun["rerun_err"]
+    assert f"[worker 0] Epoch {finished + 1}/6" in err and "[worker 0] Epoch 1/6" not in err
+    models = killed_and_rerun["models"]
+    assert killed_and_rerun["rerun"].export_path == str(models / "LenetModel" / "1")
     assert sorted(os.listdir(models / "LenetModel")) == ["1", "checkpoints", "logs"]
 
 
