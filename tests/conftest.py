@@ -33,7 +33,8 @@ def rng():
 #   started server) are made once, not once per process;
 # - the modules that run several training processes at once form one unit, run one after the
 #   other (two at once would be four TensorFlow processes on two cores, each waiting for every
-#   worker at every step);
+#   worker at every step); the other Spark modules join it, so that one Spark JVM serves them
+#   all (each JVM costs 10-15 CPU s to start and warm up);
 # - the longest units start first (measured with --durations), so the processes end at about
 #   the same time.
 # (xdist's own `xdist_group` marks do not work with pytest 9.2: xdist 3.8 renames test ids
@@ -41,6 +42,8 @@ def rng():
 #: Modules whose tests start several training processes each (TF_CONFIG clusters on loopback).
 MULTI_PROCESS_TRAINING = ("test_distributed_training", "test_distributed_backup",
                           "test_distributed_keras_bug", "test_spark_training")
+#: The other modules that use Spark (`tests/conftest_spark.py`): in the same unit, one JVM.
+SPARK_MODULES = ("test_spark_records", "test_spark_predict", "test_spark_session")
 #: Modules that take longest, longest first (they train, or build every backbone, or start
 #: several servers); the others follow in collection order.
 LONGEST_FIRST = (*MULTI_PROCESS_TRAINING, "test_models", "test_training_finetune",
@@ -64,7 +67,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class Scheduling(LoadFileScheduling):
         def _split_scope(self, nodeid):
-            if _module_name(nodeid) in MULTI_PROCESS_TRAINING:
+            if _module_name(nodeid) in MULTI_PROCESS_TRAINING + SPARK_MODULES:
                 return "multi-process training"
             return super()._split_scope(nodeid)
 

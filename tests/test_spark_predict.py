@@ -102,6 +102,10 @@ def test_the_model_is_loaded_once_per_python_worker(model_path, image_folder):
     # would count more loads than workers.
     predict(images_of(spark, image_folder, 4), model_path, batch_size=2).collect()
 
+    # This model's loads only (its folder or a version in it): the session's workers may have
+    # served other tests' models.
+    wanted = os.path.abspath(str(model_path))
+
     def loads_in_this_worker(batches):
         import os
 
@@ -111,8 +115,9 @@ def test_the_model_is_loaded_once_per_python_worker(model_path, image_folder):
 
         for _ in batches:
             pass
-        yield pa.RecordBatch.from_pydict({"pid": [os.getpid()],
-                                          "loads": [sum(worker_models.loads.values())]})
+        loads = sum(count for (path, _), count in worker_models.loads.items()
+                    if os.path.commonpath([os.path.abspath(path), wanted]) == wanted)
+        yield pa.RecordBatch.from_pydict({"pid": [os.getpid()], "loads": [loads]})
 
     # The same kind of job (Arrow batches to Python) reaches the same pool of Python workers.
     probe = spark.range(8, numPartitions=8).mapInArrow(loads_in_this_worker, "pid long, loads long")
