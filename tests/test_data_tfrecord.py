@@ -215,3 +215,18 @@ def test_every_data_set_runs_without_autotuning_on_every_core(converted):
             options = dataset.options()
             assert options.autotune.enabled is False, source
             assert options.autotune.initial_parallelism == cores, source
+
+
+def test_shards_in_flight_are_bounded_by_the_cores_the_count_and_the_memory(monkeypatch):
+    from imgclf.data import records
+
+    small = [{"bytes": 12 << 20}] * 20
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert records._shards_in_flight(small) == 2  # a read from the page cache is CPU work
+    assert records._shards_in_flight(small[:1]) == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert records._shards_in_flight(small) == records.SHARDS_IN_FLIGHT == 8
+    # 200 MB shards: about SHARDS_IN_FLIGHT_BYTES in memory, each held twice while it is cut.
+    assert records._shards_in_flight([{"bytes": 200 << 20}] * 20) == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: one at a time
+    assert records._shards_in_flight(small) == 1
