@@ -8,10 +8,10 @@ images and int32 labels, with `.class_names`, and the same train/validation spli
 files. Each shard file is read whole and its images are cut out of it where the layout says
 they lie (`spans`): no record is parsed, and a validation record costs the training set no more
 than its share of one read. The training set reads up to `SHARDS_IN_FLIGHT` shards at a time
-(no more than the machine has cores, fewer when they are large: `SHARDS_IN_FLIGHT_BYTES`), in parallel, each epoch in an order drawn
-from (seed, epoch): the shards, each shard's records, and a buffer that mixes the records of
-neighbouring shards (`RECORD_SHUFFLE_BUFFER`). Validation and test sets read the shards in
-order. `.file_paths` holds the records' original paths relative to the converted folder (in the
+(no more than the machine has cores, fewer when they are large: `SHARDS_IN_FLIGHT_BYTES`), in
+parallel, each epoch in an order drawn from (seed, epoch): the shards, each shard's records,
+and a buffer that mixes the records of neighbouring shards (`RECORD_SHUFFLE_BUFFER`).
+Validation and test sets read the shards in order. `.file_paths` holds the records' original paths relative to the converted folder (in the
 order of the batches for a test set); `.opened_shard_files` the shard files this process has
 opened so far.
 
@@ -50,7 +50,7 @@ logger = logging.getLogger("imgclf.data")
 
 #: Shard files a training set reads at a time, at most: each is held in memory while it is read.
 #: No more than the machine has cores either: from the page cache a read is CPU work, taken from
-#: the decoding (on 2 cores, 2 at a time ran 0.92 of the folder's epoch time where 8 ran 0.87).
+#: the decoding (on 2 cores, 2 at a time ran at 0.92 of the folder's speed, 8 at 0.87).
 SHARDS_IN_FLIGHT = 8
 
 #: Memory the shard files a training set reads at a time may take, about (parallel reads hold
