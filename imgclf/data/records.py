@@ -11,9 +11,9 @@ than its share of one read. The training set reads up to `SHARDS_IN_FLIGHT` shar
 (no more than the machine has cores, fewer when they are large: `SHARDS_IN_FLIGHT_BYTES`), in
 parallel, each epoch in an order drawn from (seed, epoch): the shards, each shard's records,
 and a buffer that mixes the records of neighbouring shards (`RECORD_SHUFFLE_BUFFER`).
-Validation and test sets read the shards in order. `.file_paths` holds the records' original paths relative to the converted folder (in the
-order of the batches for a test set); `.opened_shard_files` the shard files this process has
-opened so far.
+Validation and test sets read the shards in order. `.file_paths` holds the records' original
+paths relative to the converted folder (in the order of the batches for a test set);
+`.opened_shard_files` the shard files this process has opened so far.
 
 With `input_context` (`tf.distribute.InputContext`) the training set reads only its input
 pipeline's shard files (every n-th), the "shard by file" of multi-worker training: convert with
