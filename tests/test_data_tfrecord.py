@@ -230,3 +230,33 @@ def test_shards_in_flight_are_bounded_by_the_cores_the_count_and_the_memory(monk
     assert records._shards_in_flight([{"bytes": 200 << 20}] * 20) == 2
     monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: one at a time
     assert records._shards_in_flight(small) == 1
+
+
+def test_every_data_set_function_is_made_for_one_device(converted):
+    """Keras opens an iterator every epoch, and a multi-device tf.data function is optimised by
+    Grappler each time it is made (40 ms before a one-second epoch's first batch): every function
+    a transformation of imgclf's data sets runs is marked for one device
+    (`imgclf.data.one_device`), and functions made elsewhere are left as they are."""
+    from imgclf.data.one_device import ONE_DEVICE_ATTRIBUTE, one_device_functions
+
+    def functions(dataset):
+        graph = tf.compat.v1.GraphDef.FromString(dataset._as_serialized_graph().numpy())
+        # tf.data's own functions (`__inference_Dataset_<transformation>_...`), not the branches
+        # of a `tf.cond` in them.
+        return {f.signature.name: f.attr[ONE_DEVICE_ATTRIBUTE].b for f in graph.library.function
+                if "Dataset_" in f.signature.name}
+
+    folder, records, _ = converted
+    for source in (folder, records):
+        train_ds, val_ds = create_train_val_datasets(source, (8, 8), 4, seed=3)
+        for dataset in (train_ds, val_ds, create_test_dataset(source, (8, 8), 4)):
+            marks = functions(dataset)
+            assert len(marks) >= 5 and all(marks.values()), (source, marks)
+        # They run: a checking pass, then a trusting one (other functions).
+        for _ in range(2):
+            assert sum(int(labels.shape[0]) for _, labels in train_ds) == len(train_ds.file_paths)
+    plain = tf.data.Dataset.range(3).map(lambda x: x + 1)
+    assert functions(plain) and not any(functions(plain).values())
+    with one_device_functions():
+        marked = tf.data.Dataset.range(3).map(lambda x: x + 1)
+    assert all(functions(marked).values()) and list(marked.as_numpy_iterator()) == [1, 2, 3]

@@ -39,6 +39,7 @@ from imgclf.data.pipeline import (
     worker_cache,
 )
 from imgclf.data.epochs import EpochCounter, shuffle_by_epoch
+from imgclf.data.one_device import one_device_functions
 from imgclf.data.split import check_split_ratio, shard, stratified_split
 from imgclf.data.verdicts import VerdictStore
 from imgclf.images import IMAGE_EXTENSIONS
@@ -111,6 +112,7 @@ def list_image_files(folder, class_names=None):
     return paths, labels, list(class_names)
 
 
+@one_device_functions()
 def create_train_val_datasets(folder, image_shape, batch_size, split_ratio=0.8, seed=42,
                               cache=None, input_context=None, writer=True):
     """A training and a validation data set split from the images of one folder.
@@ -178,6 +180,7 @@ def create_train_val_datasets(folder, image_shape, batch_size, split_ratio=0.8, 
     return subset(train_positions, "train", shuffle_seed=seed), subset(val_positions, "validation")
 
 
+@one_device_functions()
 def create_test_dataset(folder, image_shape, batch_size, class_names=None, cache=None,
                         writer=True):
     """A data set of all the images of a folder, in a fixed order, to evaluate a model.
