@@ -24,8 +24,8 @@ write a training set's files while it trains can already make the model learn wh
 """
 
 import tensorflow as tf
-from tensorflow.python.ops import resource_variable_ops
 
+from imgclf.data.one_device import host_variable
 from imgclf.images import check_image_bytes, decode_checked_image
 
 
@@ -38,22 +38,12 @@ class CheckedImages:
     and whether the next pass may trust them. One per data set pipeline, in its process."""
 
     def __init__(self, num_elements):
-        # On the CPU, where tf.data runs its functions; ResourceVariables made directly, not
-        # through tf.Variable, so that a distribution strategy's scope does not make them
-        # distributed variables (one per replica) that a data set cannot read.
-        with tf.init_scope(), tf.device("/device:CPU:0"):
-            self.fingerprints = resource_variable_ops.ResourceVariable(
-                tf.zeros([max(int(num_elements), 1)], tf.int64), trainable=False,
-                name="imgclf_checked_fingerprints",
-            )
-            self.trusted = resource_variable_ops.ResourceVariable(
-                False, trainable=False, name="imgclf_checked_trusted"
-            )
-            # Whether every element a trusting pass yields has a fingerprint (no element went
-            # missing since the last checking pass began): then it filters nothing out.
-            self.all_known = resource_variable_ops.ResourceVariable(
-                False, trainable=False, name="imgclf_checked_all_known"
-            )
+        self.fingerprints = host_variable(tf.zeros([max(int(num_elements), 1)], tf.int64),
+                                          "imgclf_checked_fingerprints")
+        self.trusted = host_variable(False, "imgclf_checked_trusted")
+        # Whether every element a trusting pass yields has a fingerprint (no element went missing
+        # since the last checking pass began): then it filters nothing out.
+        self.all_known = host_variable(False, "imgclf_checked_all_known")
 
     def check(self, element_id, image_bytes, image_size):
         """`imgclf.images.decode_image` of element `element_id`'s encoded bytes, their fingerprint

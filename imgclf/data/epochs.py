@@ -15,7 +15,8 @@ data set which epoch begins (`dataset.start_epoch(epoch)`, called by
 import hashlib
 
 import tensorflow as tf
-from tensorflow.python.ops import resource_variable_ops
+
+from imgclf.data.one_device import host_variable
 
 
 def epoch_seed(seed, epoch, salt=""):
@@ -32,12 +33,7 @@ class EpochCounter:
     """Which epoch a training set is in: a variable its pipeline reads when an epoch begins."""
 
     def __init__(self):
-        # On the CPU, where tf.data runs its functions (made for that one device:
-        # `imgclf.data.one_device`), and made directly, not through tf.Variable, so that a
-        # distribution strategy's scope does not make it a distributed variable.
-        with tf.init_scope(), tf.device("/device:CPU:0"):
-            self.variable = resource_variable_ops.ResourceVariable(
-                tf.constant(0, tf.int64), trainable=False, name="data_epoch")
+        self.variable = host_variable(tf.constant(0, tf.int64), "data_epoch")
 
     def start(self, epoch):
         """The next iteration of the data set is epoch `epoch` (0-based, counted across phases);

@@ -12,13 +12,13 @@ first batch 27 ms (TFRecord 71).
 
 A function whose definition carries `experimental_ints_on_device` is made for the iterator's
 device alone: what `tf.data` functions run on anyway, the host's CPU. imgclf's data set functions
-read only host resources (their variables are made on the CPU, outside any distribution
-strategy: `imgclf.data.checked`, `imgclf.data.epochs`), which is what a one-device function
-needs. The attribute has no public door: every function handed to a `tf.data` transformation is
-traced by `StructuredFunctionWrapper`, which takes attributes in `defun_kwargs`, and no
-transformation passes any. While `one_device_functions()` is active in a thread, the wrappers
-made in that thread get the attribute; other threads' data sets (Keras' loader, a user's) are
-left as they are. With another TensorFlow, where the wrapper is not found, it does nothing.
+read only host resources (their variables are made by `host_variable`), which is what a
+one-device function needs. The attribute has no public door: every function handed to a
+`tf.data` transformation is traced by `StructuredFunctionWrapper`, which takes attributes in
+`defun_kwargs`, and no transformation passes any. While `one_device_functions()` is active in
+a thread, the wrappers made in that thread get the attribute; other threads' data sets (Keras'
+loader, a user's) are left as they are. With another TensorFlow, where the wrapper is not
+found, it does nothing.
 
     >>> with one_device_functions():
     ...     dataset = tf.data.Dataset.range(3).map(lambda x: x + 1)
@@ -31,6 +31,9 @@ import contextlib
 import functools
 import threading
 
+import tensorflow as tf
+from tensorflow.python.ops import resource_variable_ops
+
 #: The function attribute that turns multi-device instantiation off (TensorFlow's
 #: `FunctionLibraryDefinition::kIntsOnDeviceAttr`).
 ONE_DEVICE_ATTRIBUTE = "experimental_ints_on_device"
@@ -42,15 +45,16 @@ _installed = False
 
 def _install():
     """Wrap `StructuredFunctionWrapper.__init__` once: the attribute is added while the calling
-    thread is inside `one_device_functions()`. False if the wrapper is not there."""
+    thread is inside `one_device_functions()`. Nothing if the wrapper is not there."""
     global _installed
     with _install_lock:
         if _installed:
-            return True
+            return
+        _installed = True
         try:
             from tensorflow.python.data.ops.structured_function import StructuredFunctionWrapper
         except ImportError:
-            return False
+            return
         original = StructuredFunctionWrapper.__init__
 
         @functools.wraps(original)
@@ -61,8 +65,6 @@ def _install():
             original(self, *args, **kwargs)
 
         StructuredFunctionWrapper.__init__ = __init__
-        _installed = True
-        return True
 
 
 @contextlib.contextmanager
@@ -75,3 +77,12 @@ def one_device_functions():
         yield
     finally:
         _active.depth -= 1
+
+
+def host_variable(initial_value, name):
+    """A variable a data set's functions read and write: on the host's CPU, where `tf.data` runs
+    them (one-device functions can read nothing else), and made directly, not through
+    `tf.Variable`, so that a distribution strategy's scope does not make it a distributed
+    variable (one per replica) that a data set cannot read. Not trainable."""
+    with tf.init_scope(), tf.device("/device:CPU:0"):
+        return resource_variable_ops.ResourceVariable(initial_value, trainable=False, name=name)
