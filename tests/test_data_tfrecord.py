@@ -1,5 +1,6 @@
 """The folder-to-TFRecord converter, its command, and data sets read from the shards."""
 
+import collections
 import json
 import logging
 import os
@@ -10,7 +11,10 @@ import pytest
 import tensorflow as tf
 
 from imgclf.data import convert_folder, create_test_dataset, create_train_val_datasets, list_labels
-from imgclf.data.tfrecord import LAYOUT_FILE, main, scan_spans
+from imgclf.data.folders import list_image_files
+from imgclf.data.tfrecord import (
+    LAYOUT_FILE, ShardWriter, main, scan_spans, shard_file_names, write_layout,
+)
 from test_data_folders import pixel_levels, sides, write_dataset
 
 
@@ -109,7 +113,7 @@ def test_a_layout_without_spans_reads_alike_and_a_changed_shard_is_refused(conve
 
 
 def test_a_training_sets_order_depends_on_the_seed_and_epoch_alone(converted):
-    """Shards, the records of each and the mixing buffer all draw from (seed, epoch): a run
+    """Shards and the records of each draw their order from (seed, epoch): a run
     resumed at epoch 2 in a new process reads epoch 2's order, as the unkilled run did."""
     _, records, _ = converted
     unkilled, _ = create_train_val_datasets(records, (16, 16), 32, seed=3)
@@ -120,6 +124,55 @@ def test_a_training_sets_order_depends_on_the_seed_and_epoch_alone(converted):
     assert pixel_levels(resumed) == orders[2]
     resumed.start_epoch(0)
     assert pixel_levels(resumed) == orders[0]
+
+
+def one_class_shards(tmp_path, classes=4, per_class=10):
+    """TFRecords whose every shard holds one class, as Spark may write them."""
+    folder = write_dataset(tmp_path / "folder", {c: per_class for c in "abcd"[:classes]})
+    paths, labels, class_names = list_image_files(folder)
+    records = tmp_path / "records"
+    records.mkdir()
+    shards = []
+    for label, name in enumerate(shard_file_names(classes)):
+        members = [i for i, l in enumerate(labels) if l == label]
+        with ShardWriter(records / name) as writer:
+            for i in members:
+                writer.write(open(paths[i], "rb").read(), label, f"{class_names[label]}/{i}", i)
+        shards.append({"file": name, "indices": members, **writer.entry()})
+    files = [f"{class_names[l]}/{i}" for i, l in enumerate(labels)]
+    write_layout(records, class_names, files, labels, shards)
+    return records
+
+
+def test_every_training_batch_mixes_shards_of_one_class_each(tmp_path, monkeypatch):
+    """A training set takes the records of up to `SHARDS_MIXED` shards in turn: shards of one
+    class each still give batches of every class; with shards too large to hold that many at
+    once it mixes fewer, two at least."""
+    from imgclf.data import records as records_module
+
+    records = one_class_shards(tmp_path)
+    train_ds, _ = create_train_val_datasets(records, (8, 8), 8, seed=2)
+    # Until the smallest class runs out, each batch of 8 holds 2 records of each class.
+    rounds = min(collections.Counter(path[0] for path in train_ds.file_paths).values())
+    for _ in range(2):
+        batches = [labels.numpy().tolist() for _, labels in train_ds]
+        mixed = [sorted(batch) for batch in batches[:rounds // 2]]
+        assert mixed == [[0, 0, 1, 1, 2, 2, 3, 3]] * (rounds // 2)
+        assert sum(map(len, batches)) == len(train_ds.file_paths)
+    monkeypatch.setattr(records_module, "SHARDS_MIXED_BYTES", 1)
+    train_ds, _ = create_train_val_datasets(records, (8, 8), 8, seed=2)
+    batches = [set(labels.numpy().tolist()) for _, labels in train_ds]
+    assert len(batches[0]) == 2 and set().union(*batches) == {0, 1, 2, 3}
+
+
+def test_shards_mixed_depend_on_the_layout_alone():
+    from imgclf.data import records
+
+    assert records._shards_mixed([{"bytes": 12 << 20}] * 20) == records.SHARDS_MIXED == 8
+    assert records._shards_mixed([{"bytes": 12 << 20}] * 3) == 3
+    assert records._shards_mixed([{"bytes": 100 << 20}] * 20) == 2
+    assert records._shards_mixed([{"bytes": 2 << 30}] * 20) == 2  # two at least
+    assert records._shards_mixed([{"bytes": 2 << 30}]) == 1
 
 
 def test_input_context_reads_whole_shard_files(converted):

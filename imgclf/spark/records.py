@@ -25,10 +25,10 @@ complete, so a failed, killed or concurrent run never leaves a half layout where
 (a crashed driver may leave a `.<name>.partial-*` folder to delete).
 
 A shard holds its records in the order of its partition (for a `binaryFile` read: by file size),
-not shuffled across the data set as the converter's: training mixes them by reading up to 8
-shards interleaved, in a new order each epoch, through a 1024-record shuffle buffer
-(`imgclf.data.records`). A DataFrame sorted by class should be repartitioned first (one shuffle,
-yours to choose) or written with more shards than training reads at once.
+not shuffled across the data set as the converter's: training mixes them by taking the records
+of up to 8 shards in turn, one from each, in a new order each epoch (`imgclf.data.records`).
+A DataFrame sorted by class should be repartitioned first (one shuffle, yours to choose) or
+written with more shards than training mixes at once.
 """
 
 import os
