@@ -23,7 +23,8 @@ holds on a machine whose speed drifts):
   loader decoded every file once before training), as a fraction of one epoch's raw decoding time;
 - `cache="memory"`: the first (filling) and a cached epoch;
 - the same data converted to TFRecord shards (`imgclf.data.tfrecord`), also as a ratio to the
-  folder's later epoch (their two ratios to Keras' loader divided).
+  folder's later epoch (their two ratios to Keras' loader divided), and side by side: each
+  round, a TFRecord epoch between two epochs of the folder, over their mean.
 
 - with `--cold` (Linux, root): Keras' loader, the imgclf training set and its TFRecord twin with
   every file's cached pages dropped (`/proc/sys/vm/drop_caches`) before each epoch: read from the
@@ -82,6 +83,8 @@ def ensure_data(root, num_images, num_classes):
 
 
 KERAS = "keras image_dataset_from_directory"
+#: TFRecord against the folder, each TFRecord epoch between two folder epochs.
+SIDE_BY_SIDE = "tfrecord over folder"
 KERAS_STEPS = (KERAS, f"{KERAS}, cold")
 
 
@@ -219,16 +222,26 @@ def run(args, main_folders):
 
         return cpu_timed(make_and_take_first_batch)[:2]
 
+    def side_by_side(cold=False):
+        """A TFRecord epoch's rate over the mean of the folder epochs just before and after it
+        (wall, CPU): the two compared directly, not through their ratios to Keras' loader."""
+        before = epoch_rate(warm["imgclf"], cold=cold)
+        records_rate = epoch_rate(warm["tfrecord"], cold=cold)
+        after = epoch_rate(warm["imgclf"], cold=cold)
+        return tuple(records_rate[i] / ((before[i] + after[i]) / 2) for i in (0, 1))
+
     steps = {
         "raw": lambda: epoch_rate(raw_ds),
         "imgclf 1st epoch": first_epoch_rate,
         **{name: (lambda d=dataset: epoch_rate(d)) for name, dataset in warm.items()},
         "main start s": lambda: start_seconds(main_folders),
         "imgclf start s": lambda: start_seconds(sys.modules["imgclf.data.datasets"]),
+        SIDE_BY_SIDE: side_by_side,
     }
     if args.cold:
         for name in ("imgclf", "tfrecord", KERAS):
             steps[f"{name}, cold"] = lambda d=warm[name]: epoch_rate(d, cold=True)
+        steps[f"{SIDE_BY_SIDE}, cold"] = lambda: side_by_side(cold=True)
     values = {name: [] for name in steps}
     # Each rate measured between two epochs of Keras' loader (from disk for the cold ones), and
     # compared with their mean: this VM's speed drifts by up to 1.7x within minutes.
@@ -243,7 +256,7 @@ def run(args, main_folders):
         shift = index % len(others)
         last = {}  # Keras' last epoch of each kind: the next pipeline's "before"
         for name in others[shift:] + others[:shift]:
-            if name.endswith(" start s"):
+            if name.endswith(" start s") or name.startswith(SIDE_BY_SIDE):
                 values[name].append(steps[name]())
                 continue
             keras = keras_step_for(name)
@@ -346,6 +359,17 @@ def main(argv=None):
         lines.append(f"| TFRecord over the folder, later epoch{where} | | |{ratios}")
         rounds_lines.append(f"- TFRecord over the folder{where}: wall {listed(wall)}; "
                             f"CPU {listed(cpu)}")
+    for key, where in ((SIDE_BY_SIDE, ""), (f"{SIDE_BY_SIDE}, cold", ", from disk")):
+        if key not in values:
+            continue
+        wall, cpu = ([v[part] for v in values[key]] for part in (0, 1))
+        quartiles = [statistics.quantiles(x, n=4) for x in (wall, cpu)]
+        lines.append(
+            f"| TFRecord over the folder, later epoch{where}, side by side (median, quartiles) "
+            f"| | | {median(wall):.2f} ({quartiles[0][0]:.2f}-{quartiles[0][2]:.2f}) "
+            f"| {median(cpu):.2f} ({quartiles[1][0]:.2f}-{quartiles[1][2]:.2f}) |")
+        rounds_lines.append(f"- TFRecord over the folder{where}, side by side: wall "
+                            f"{listed(wall)}; CPU {listed(cpu)}")
     starts = []
     for key, label in (("main start s", f"before ({args.baseline_ref}, decode pre-pass)"),
                        ("imgclf start s", "imgclf")):
@@ -385,7 +409,9 @@ def main(argv=None):
         f"{max(c for _, c in values[KERAS]):.0f} per CPU s), as best over best (bold) / "
         "median of the ratios to the two Keras epochs around each measurement; \"from disk\" "
         "rows drop the page cache before each epoch and compare with Keras' loader from disk; "
-        "TFRecord over the folder divides their two ratios to Keras.",
+        "TFRecord over the folder divides their two ratios to Keras; \"side by side\" rows "
+        "measure each TFRecord epoch between two epochs of the folder instead and compare "
+        "with their mean (wall, CPU).",
         "",
         "| pipeline | images/s, best / median | images per CPU s, best / median "
         "| wall, x Keras: best / median | CPU, x Keras: best / median |",
