@@ -363,7 +363,8 @@ def main(argv=None):
         if key not in values:
             continue
         wall, cpu = ([v[part] for v in values[key]] for part in (0, 1))
-        quartiles = [statistics.quantiles(x, n=4) for x in (wall, cpu)]
+        # (A single round has no quartiles but its value.)
+        quartiles = [statistics.quantiles(x, n=4) if len(x) > 1 else x * 3 for x in (wall, cpu)]
         lines.append(
             f"| TFRecord over the folder, later epoch{where}, side by side (median, quartiles) "
             f"| | | {median(wall):.2f} ({quartiles[0][0]:.2f}-{quartiles[0][2]:.2f}) "

@@ -67,11 +67,14 @@ def test_input_pipeline_bench_measures_every_pipeline(tmp_path, monkeypatch):
                 "imgclf training set, later epoch, from disk",
                 "imgclf from TFRecord (8 shards), later epoch, from disk",
                 "TFRecord over the folder, later epoch, from disk",
+                "TFRecord over the folder, later epoch, side by side",
+                "TFRecord over the folder, later epoch, from disk, side by side",
                 f"{start}, before (HEAD", f"{start}, imgclf"):
         assert f"| {row}" in text
     assert "| wall, x Keras: best / median |" in text
-    # The check that it can, then the two cold pipelines' epochs and Keras' three around them.
-    assert len(dropped) == 1 + 2 + 3
+    # The check that it can, then the two cold pipelines' epochs and Keras' three around them,
+    # and a cold TFRecord epoch between two cold folder epochs.
+    assert len(dropped) == 1 + 2 + 3 + 3
 
 
 def test_input_pipeline_bench_refuses_cold_without_root(tmp_path, monkeypatch, capsys):
