@@ -24,7 +24,7 @@ holds on a machine whose speed drifts):
 - `cache="memory"`: the first (filling) and a cached epoch;
 - the same data converted to TFRecord shards (`imgclf.data.tfrecord`), also as a ratio to the
   folder's later epoch (their two ratios to Keras' loader divided), and side by side: each
-  round, a TFRecord epoch between two epochs of the folder, over their mean.
+  round, two epochs of each, the second measured, TFRecord's rate over the folder's.
 
 - with `--cold` (Linux, root): Keras' loader, the imgclf training set and its TFRecord twin with
   every file's cached pages dropped (`/proc/sys/vm/drop_caches`) before each epoch: read from the
@@ -83,7 +83,7 @@ def ensure_data(root, num_images, num_classes):
 
 
 KERAS = "keras image_dataset_from_directory"
-#: TFRecord against the folder, each TFRecord epoch between two folder epochs.
+#: TFRecord against the folder, each measured in the epoch after one of its own.
 SIDE_BY_SIDE = "tfrecord over folder"
 KERAS_STEPS = (KERAS, f"{KERAS}, cold")
 
@@ -222,13 +222,18 @@ def run(args, main_folders):
 
         return cpu_timed(make_and_take_first_batch)[:2]
 
+    turns = {False: 0, True: 0}
+
     def side_by_side(cold=False):
-        """A TFRecord epoch's rate over the mean of the folder epochs just before and after it
-        (wall, CPU): the two compared directly, not through their ratios to Keras' loader."""
-        before = epoch_rate(warm["imgclf"], cold=cold)
-        records_rate = epoch_rate(warm["tfrecord"], cold=cold)
-        after = epoch_rate(warm["imgclf"], cold=cold)
-        return tuple(records_rate[i] / ((before[i] + after[i]) / 2) for i in (0, 1))
+        """A later TFRecord epoch's rate over the folder's (wall, CPU), the two compared directly,
+        not through their ratios to Keras' loader: each set runs two epochs and the second is
+        measured (an epoch after one of its own, as in training), in turns which goes first."""
+        rates = {}
+        turns[cold] += 1
+        for name in ("imgclf", "tfrecord")[::1 if turns[cold] % 2 else -1]:
+            epoch_rate(warm[name], cold=cold)
+            rates[name] = epoch_rate(warm[name], cold=cold)
+        return tuple(rates["tfrecord"][i] / rates["imgclf"][i] for i in (0, 1))
 
     steps = {
         "raw": lambda: epoch_rate(raw_ds),
@@ -411,8 +416,8 @@ def main(argv=None):
         "median of the ratios to the two Keras epochs around each measurement; \"from disk\" "
         "rows drop the page cache before each epoch and compare with Keras' loader from disk; "
         "TFRecord over the folder divides their two ratios to Keras; \"side by side\" rows "
-        "measure each TFRecord epoch between two epochs of the folder instead and compare "
-        "with their mean (wall, CPU).",
+        "run two epochs of each in turn instead, and divide the second ones' rates (wall, "
+        "CPU).",
         "",
         "| pipeline | images/s, best / median | images per CPU s, best / median "
         "| wall, x Keras: best / median | CPU, x Keras: best / median |",

@@ -73,8 +73,8 @@ def test_input_pipeline_bench_measures_every_pipeline(tmp_path, monkeypatch):
         assert f"| {row}" in text
     assert "| wall, x Keras: best / median |" in text
     # The check that it can, then the two cold pipelines' epochs and Keras' three around them,
-    # and a cold TFRecord epoch between two cold folder epochs.
-    assert len(dropped) == 1 + 2 + 3 + 3
+    # and two cold epochs of each side by side.
+    assert len(dropped) == 1 + 2 + 3 + 4
 
 
 def test_input_pipeline_bench_refuses_cold_without_root(tmp_path, monkeypatch, capsys):
