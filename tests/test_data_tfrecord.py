@@ -130,6 +130,7 @@ def one_class_shards(tmp_path, classes=4, per_class=10):
     """TFRecords whose every shard holds one class, as Spark may write them."""
     folder = write_dataset(tmp_path / "folder", {c: per_class for c in "abcd"[:classes]})
     paths, labels, class_names = list_image_files(folder)
+    files = [os.path.relpath(path, folder) for path in paths]
     records = tmp_path / "records"
     records.mkdir()
     shards = []
@@ -137,9 +138,9 @@ def one_class_shards(tmp_path, classes=4, per_class=10):
         members = [i for i, l in enumerate(labels) if l == label]
         with ShardWriter(records / name) as writer:
             for i in members:
-                writer.write(open(paths[i], "rb").read(), label, f"{class_names[label]}/{i}", i)
+                with open(paths[i], "rb") as file:
+                    writer.write(file.read(), label, files[i], i)
         shards.append({"file": name, "indices": members, **writer.entry()})
-    files = [f"{class_names[l]}/{i}" for i, l in enumerate(labels)]
     write_layout(records, class_names, files, labels, shards)
     return records
 
