@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 
 import pytest
 
@@ -89,3 +90,22 @@ def test_input_pipeline_bench_refuses_cold_without_root(tmp_path, monkeypatch, c
     assert exit_.value.code == 2
     assert "--cold drops the page cache: it needs Linux and root" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()  # refused before generating anything
+
+
+def test_tfrecord_bench_compares_records_folder_and_keras(tmp_path, monkeypatch):
+    bench = load("tfrecord_bench")
+    dropped = []
+    monkeypatch.setattr(bench.pipeline_bench, "drop_page_cache", lambda: dropped.append(1))
+    results = tmp_path / "RESULTS.md"
+    bench.main(["--num_images", "40", "--num_classes", "2", "--image_size", "32",
+                "--batch_size", "8", "--rounds", "1", "--shard_size_mb", "1",
+                "--data", str(tmp_path / "data"), "--results", str(results), "--cold"])
+    text = results.read_text()
+    for where in ("page cache", "from disk"):
+        for row in ("TFRecord over the folder", "the folder over Keras' loader",
+                    "TFRecord over Keras' loader"):
+            assert f"| {row}, {where} | **" in text
+    assert re.search(r"TFRecord: \d+ shard\(s\) of \d+-\d+ MB \(shard size 1 MB\), "
+                     r"converted in", text)
+    # The check that it can, then two epochs of each of the three pipelines from disk.
+    assert len(dropped) == 1 + 3 * 2
