@@ -156,6 +156,20 @@ def forget_verdicts(root):
             os.remove(path)
 
 
+def current_commit():
+    """The short hash of the checkout's HEAD, for a results section's header."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def publish(section, results=None):
+    """Print a results section and append it to the Markdown file `results`, if given."""
+    print(section)
+    if results:
+        with open(results, "a", encoding="utf-8") as file:
+            file.write(section)
+
+
 def run(args, main_folders):
     """Every measurement, `args.rounds` times, each round in a rotated order; returns, per key,
     the list of its values (`(wall, CPU)`: images/s or seconds), per rate the mean of the two
@@ -389,8 +403,7 @@ def main(argv=None):
             f"{median(wall):.2f} of an epoch ({listed(wall)}) | "
             f"{median(cpu):.2f} of an epoch ({listed(cpu)}) |"
         )
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
-                            capture_output=True, text=True).stdout.strip()
+    commit = current_commit()
     load = os.getloadavg()
     section = "\n".join([
         "",
@@ -434,10 +447,7 @@ def main(argv=None):
         *starts,
         "",
     ])
-    print(section)
-    if args.results:
-        with open(args.results, "a", encoding="utf-8") as file:
-            file.write(section)
+    publish(section, args.results)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -155,8 +154,7 @@ def main(argv=None):
             wall, cpu = ([rate[part] for rate in per_name[name]] for part in (0, 1))
             rounds_lines.append(f"- {label}, {where}: median {statistics.median(wall):.0f} "
                                 f"images/s, {statistics.median(cpu):.0f} per CPU s")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
-                            capture_output=True, text=True).stdout.strip()
+    commit = pipeline_bench.current_commit()
     converted = (f"converted in {convert_seconds:.0f} s" if convert_seconds is not None
                  else "converted by an earlier run")
     section = "\n".join([
@@ -186,10 +184,7 @@ def main(argv=None):
         *rounds_lines,
         "",
     ])
-    print(section)
-    if args.results:
-        with open(args.results, "a", encoding="utf-8") as file:
-            file.write(section)
+    pipeline_bench.publish(section, args.results)
 
 
 if __name__ == "__main__":
