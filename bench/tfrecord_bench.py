@@ -6,7 +6,7 @@
 `input_pipeline_bench.py` measures every pipeline on 2,000 images cut into 8 shards of 12 MB:
 an epoch of a second, of which a TFRecord epoch spends its first tenth reading the shards it
 mixes before its first batch. Here the data set is as large as users' (by default 8,000 JPEGs
-of 224-500 px, the training split 6,400 images and about 400 MB) and converted with the
+of 224-500 px, about 400 MB, 6,400 of them in the training split) and converted with the
 converter's defaults (`imgclf.data.tfrecord.convert_folder`: shards of about 100 MB, what
 `imgclf-convert` writes unless told otherwise).
 
@@ -50,7 +50,7 @@ RATIOS = (
 
 def run(args):
     """Per kind (page cache, from disk), per pipeline, the `(wall, CPU)` rates of its measured
-    epochs, round by round; and the number of training images and the layout's shards."""
+    epochs, round by round; and the number of training images."""
     import keras
     import tensorflow as tf
 
