@@ -8,7 +8,7 @@ an epoch of a second, of which a TFRecord epoch spends its first tenth reading t
 mixes before its first batch. Here the data set is as large as users' (by default 8,000 JPEGs
 of 224-500 px, about 400 MB, 6,400 of them in the training split) and converted with the
 converter's defaults (`imgclf.data.tfrecord.convert_folder`: shards of about 100 MB, what
-`imgclf-convert` writes unless told otherwise).
+`python -m imgclf.data.tfrecord` writes unless told otherwise).
 
 Each round runs, in one process, in a rotated order, two epochs of each of: the imgclf training
 set of the folder, the imgclf training set of its TFRecord shards, and Keras'
