@@ -341,15 +341,19 @@ def _image_spans(entry, path):
 def _shards_mixed(shards):
     """How many of `shards` (layout entries, checked by `_image_spans`) a training set mixes at a
     time: it depends on the layout alone, so that an epoch's order does too."""
-    largest = max((entry["bytes"] for entry in shards), default=0)
     return max(1, min(len(shards), SHARDS_MIXED,
-                      max(2, SHARDS_MIXED_BYTES // (largest + 1))))
+                      max(2, SHARDS_MIXED_BYTES // (_largest_bytes(shards) + 1))))
 
 
 def _shards_in_flight(shards):
     """How many of `shards` (layout entries, checked by `_image_spans`) a data set reads at a
     time."""
-    largest = max((entry["bytes"] for entry in shards), default=0)
     return max(1, min(len(shards), SHARDS_IN_FLIGHT, os.cpu_count() or 1,
-                      SHARDS_IN_FLIGHT_BYTES // (2 * largest + 1)))
+                      SHARDS_IN_FLIGHT_BYTES // (2 * _largest_bytes(shards) + 1)))
+
+
+def _largest_bytes(shards):
+    """The size in bytes of the largest of `shards` (layout entries checked by `_image_spans`);
+    0 for none."""
+    return max((entry["bytes"] for entry in shards), default=0)
 
