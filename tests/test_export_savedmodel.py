@@ -158,21 +158,20 @@ def test_saved_without_custom_gradient_functions_unless_options_ask(tmp_path):
                 tape.gradient(logits, pixels)
 
 
-def test_a_save_traces_the_network_once_per_serving_function(tmp_path, rng, monkeypatch):
+def test_a_save_traces_the_network_once(tmp_path, rng, monkeypatch):
     """`tf.saved_model.save` traces again, in its own context, every `tf.function` it is handed:
     a save handed the serving methods traced the network four times (seconds each for a large
-    backbone). Handed their concrete functions, it traces it once for the image tensors and
-    once for the bytes (`serving_labels` calls the bytes' function); the reloaded object still
-    calls them."""
-    from imgclf.training import multi_worker_fit
-
+    backbone), and one handed their concrete functions three times (images, bytes,
+    embeddings). Every serving function calls one shared forward pass: one trace, and the
+    reloaded object still calls each of them."""
     model, pixels = trained_lenet(rng)
     traced = []
-    forward = multi_worker_fit.replica_call
-    monkeypatch.setattr(multi_worker_fit, "replica_call",
-                        lambda *args, **kwargs: traced.append(1) or forward(*args, **kwargs))
+    head = model.get_layer("logits")
+    call = head.call
+    monkeypatch.setattr(head, "call",
+                        lambda *args, **kwargs: traced.append(1) or call(*args, **kwargs))
     loaded = tf.saved_model.load(model.save(tmp_path / "1"))
-    assert len(traced) == 2
+    assert len(traced) == 1
     expected = model(pixels, training=False)
     np.testing.assert_allclose(loaded.predict_numpy_image(pixels), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(loaded.predict_embeddings(pixels)["logits"], expected,
