@@ -73,13 +73,14 @@ def main(argv=None):
     print("| model (224 px) | saved by | save CPU s | saved_model.pb | load CPU s | first call CPU s |")
     print("|---|---|---:|---:|---:|---:|")
     for name in args.models:
-        runs = {"imgclf": [], "Keras export": []}
+        runs = {"imgclf": [], "keras": []}
         for index in range(args.rounds):
-            for how in (("imgclf", "Keras export") if index % 2 == 0 else ("Keras export", "imgclf")):
-                runs[how].append(one_save(name, "imgclf" if how == "imgclf" else "keras"))
+            for how in (list(runs) if index % 2 == 0 else list(runs)[::-1]):
+                runs[how].append(one_save(name, how))
         for how, results in runs.items():
             median = {key: statistics.median(r[key] for r in results) for key in results[0]}
-            print(f"| {name} | {how} | {median['save']:.2f} | {median['pb'] / 1e6:.2f} MB "
+            label = "imgclf" if how == "imgclf" else "Keras export"
+            print(f"| {name} | {label} | {median['save']:.2f} | {median['pb'] / 1e6:.2f} MB "
                   f"| {median['load']:.2f} | {median['first_call']:.2f} |", flush=True)
 
 

@@ -206,8 +206,7 @@ class ImageClassifierModel(keras.Model):
         contract is unchanged): `tf.saved_model.load(path).predict_embeddings(images)`.
         """
         self.embedding_tensor()  # a network without a penultimate layer: its ValueError
-        outputs = self._forward(images.resize_images(input_tensor, self.image_size))
-        return {"logits": outputs["logits"], "embedding": outputs["embedding"]}
+        return self._forward(images.resize_images(input_tensor, self.image_size))
 
     def _forward(self, batch):
         """`_serving_forward` on `batch`, images of the model's size whose static shape may not
