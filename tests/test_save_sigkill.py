@@ -23,6 +23,8 @@ from imgclf.serving import config
 
 CHILD = textwrap.dedent("""
     import sys
+    from imgclf.tensorflow_import import import_tensorflow
+    import_tensorflow()  # as imgclf's programs do
     import keras
     from imgclf import LenetModel
 

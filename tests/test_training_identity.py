@@ -123,6 +123,8 @@ def test_a_rerun_on_data_with_other_classes_names_restart(data, tmp_path):
 
 HOLDER = textwrap.dedent("""
     import sys, time
+    from imgclf.tensorflow_import import import_tensorflow
+    import_tensorflow()  # as train_model.py does
     from imgclf.training.backup import RunBackup
     backup = RunBackup(sys.argv[1])  # kept: the lock lives as long as its file object
     backup.lock()

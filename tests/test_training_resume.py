@@ -26,6 +26,8 @@ REPO = os.path.dirname(TESTS)
 
 CHILD = textwrap.dedent("""
     import json, os, sys
+    from imgclf.tensorflow_import import import_tensorflow
+    import_tensorflow()  # as train_model.py does
     import keras
     from imgclf.training import train
 

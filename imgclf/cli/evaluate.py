@@ -10,6 +10,7 @@ mistakes, with their true and predicted classes).
 import sys
 
 from imgclf import cli
+from imgclf.tensorflow_import import import_tensorflow
 
 parser = cli.ArgumentParser(prog="eval_model.py", description=__doc__.split("\n")[0])
 parser.add_argument("--test_dataset_path", required=True, help="folder of <class>/<image>")
@@ -26,6 +27,7 @@ def main(argv=None):
 
     def work():
         nonlocal status
+        import_tensorflow()
         from imgclf.evaluation import evaluate_saved_model, write_metrics_json
 
         report, predictions = evaluate_saved_model(

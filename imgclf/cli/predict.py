@@ -10,6 +10,7 @@ resumed by the same command. Exit status: 0 done, 1 stopped by --max_errors, 2 u
 import sys
 
 from imgclf import cli
+from imgclf.tensorflow_import import import_tensorflow
 
 parser = cli.ArgumentParser(prog="predict_model.py", description=__doc__.split("\n")[0])
 parser.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -76,6 +77,7 @@ def main(argv=None):
 
     def work():
         nonlocal status
+        import_tensorflow()
         from imgclf.prediction.files import TooManyErrors, predict_files
         from imgclf.prediction.outputs import output_format
 

@@ -11,6 +11,7 @@ pretrained backbone trains in two phases: the head alone (backbone frozen), then
 """
 
 from imgclf import cli
+from imgclf.tensorflow_import import import_tensorflow
 
 parser = cli.ArgumentParser(prog="train_model.py", description=__doc__.split("\n")[0])
 parser.add_argument("--train_dataset_path", required=True,
@@ -122,6 +123,7 @@ def main(argv=None):
     def work():
         import logging
 
+        import_tensorflow()
         from imgclf.training import train
 
         # The strategy, global batch and learning-rate scaling are logged when training starts.

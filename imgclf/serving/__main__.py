@@ -18,6 +18,9 @@ def main(argv=None):
     options = config.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from imgclf.tensorflow_import import import_tensorflow
+
+    import_tensorflow()
     from imgclf.serving import server
 
     try:

@@ -281,6 +281,9 @@ def _worker_main():
     """A worker's child process: imgclf's own training, with the driver's arguments."""
     logging.basicConfig(stream=sys.stdout, format="%(name)s: %(message)s")
     logging.getLogger("imgclf.training").setLevel(logging.INFO)
+    from imgclf.tensorflow_import import import_tensorflow
+
+    import_tensorflow()
     from imgclf.training import TrainingConfig
     from imgclf.training import train as train_locally
 

@@ -1,0 +1,35 @@
+"""imgclf's programs import TensorFlow without the pandas and pyplot Keras would load for nothing
+(`imgclf.tensorflow_import`), and both still import afterwards for what needs them."""
+
+import subprocess
+import sys
+
+import tensorflow as tf
+
+from imgclf.tensorflow_import import import_tensorflow
+
+PROGRAM = """
+import sys
+from imgclf.tensorflow_import import import_tensorflow
+tf = import_tensorflow()
+import keras
+from keras.src.trainers.data_adapters import array_slicing
+from keras.src.visualization import plot_image_gallery
+print(sorted(name for name in ("pandas", "matplotlib") if name in sys.modules))
+print(array_slicing.pandas, plot_image_gallery.plt, tf.constant(2.0).numpy() * 2)
+import pandas, matplotlib.pyplot  # afterwards, as Spark and the reports import them
+print(pandas.DataFrame({"a": [1]}).shape, matplotlib.pyplot.figure().number)
+"""
+
+
+def test_tensorflow_imports_without_pandas_and_pyplot_which_import_afterwards():
+    result = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True,
+                            env={"TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"}, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == ["[]", "None None 4.0", "(1, 1) 1"]
+
+
+def test_where_tensorflow_is_imported_it_is_returned_as_it_is():
+    finders = list(sys.meta_path)
+    assert import_tensorflow() is tf
+    assert sys.meta_path == finders
