@@ -7,6 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imgclf.tensorflow_import import import_tensorflow
+
+# The test processes import TensorFlow as imgclf's programs do: without the pandas and pyplot
+# Keras would load for nothing (1.3-1.8 CPU s each); Spark's tests import pandas afterwards.
+import_tensorflow()
+
 
 def encode_image(pixels, image_format="PNG", mode=None):
     """Encode a uint8 array `[H, W, 3]` (or `[H, W]`) as image bytes with Pillow."""

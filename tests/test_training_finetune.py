@@ -77,6 +77,7 @@ def test_phase_1_keeps_the_backbone_and_its_batch_norm_phase_2_trains_all_but_ba
         input_shape=(32, 32, 3), fine_tune_epochs=1, model_kwargs={"weights": weights_file, "alpha": 0.35},
     ))
     model = build_model(plan, ["a", "b"], steps_per_epoch=1)
+    model.run_eagerly = True  # three steps: tracing each phase's step would cost more
     # Images unlike ImageNet's: training-mode batch norm would move the moving statistics a lot.
     pixels = rng.integers(200, 256, size=(8, 32, 32, 3)).astype(np.float32)
     labels = np.array([0, 1] * 4)
@@ -91,6 +92,7 @@ def test_phase_1_keeps_the_backbone_and_its_batch_norm_phase_2_trains_all_but_ba
     assert any(not np.array_equal(v, head[p]) for p, v in values(model.get_layer("logits").weights).items())
 
     start_fine_tuning(model, plan, steps_per_epoch=1)
+    model.run_eagerly = True  # start_fine_tuning compiled the model again
     model.fit(pixels, labels, batch_size=8, epochs=2, verbose=0)
     after_2 = values(model.backbone.weights)
     changed = {path for path in backbone if not np.array_equal(after_2[path], after_1[path])}
