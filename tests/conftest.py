@@ -1,5 +1,6 @@
 import io
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest_serving import SHARED_SERVER_MODULES
 from imgclf.tensorflow_import import import_tensorflow
 
 # The test processes import TensorFlow as imgclf's programs do: without the pandas and pyplot
@@ -41,6 +43,8 @@ def rng():
 #   other (two at once would be four TensorFlow processes on two cores, each waiting for every
 #   worker at every step); the other Spark modules join it, so that one Spark JVM serves them
 #   all (each JVM costs 10-15 CPU s to start and warm up);
+# - the serving modules that share one server (`conftest_serving.SHARED_SERVER_MODULES`) form
+#   another unit, so that one server serves them all;
 # - the longest units start first (measured with --durations), so the processes end at about
 #   the same time.
 # (xdist's own `xdist_group` marks do not work with pytest 9.2: xdist 3.8 renames test ids
@@ -75,6 +79,8 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid):
             if _module_name(nodeid) in MULTI_PROCESS_TRAINING + SPARK_MODULES:
                 return "multi-process training"
+            if _module_name(nodeid) in SHARED_SERVER_MODULES:
+                return "shared server"
             return super()._split_scope(nodeid)
 
     config.option.loadscopereorder = False  # xdist would order the units by their test count
@@ -108,3 +114,10 @@ def pytest_runtest_setup(item):
     if _module_name(item.nodeid) not in MULTI_PROCESS_TRAINING:
         os.nice(OTHER_TESTS_NICENESS)
         config._imgclf_niced = True
+
+
+def pytest_sessionfinish(session):
+    """Stop the server the serving modules shared, if this process started one."""
+    serving = sys.modules.get("conftest_serving")
+    if serving is not None:
+        serving.stop_shared_lenet_server()

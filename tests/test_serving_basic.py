@@ -1,16 +1,18 @@
 """The server as a client written for TF Serving sees it: REST status, metadata, predict; gRPC.
 
-One server process (real subprocess, ephemeral loopback ports) serves every test of this module.
+One server process (real subprocess, ephemeral loopback ports) serves every test of this module:
+`conftest_serving.shared_lenet_server`, which other modules' tests use too.
 """
 
 import base64
+import os
 
 import grpc
 import numpy as np
 import pytest
 import requests
 import tensorflow as tf
-from conftest_serving import png_bytes, random_images, saved_model_copy
+from conftest_serving import png_bytes, random_images, shared_lenet_server
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -19,27 +21,16 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from imgclf.serving import ServerProcess
+
+@pytest.fixture(scope="module")
+def server():
+    return shared_lenet_server()
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    base = tmp_path_factory.mktemp("models") / "lenet"
-    saved_model_copy(base / "1")
-    return base
-
-
-@pytest.fixture(scope="module")
-def server(model_dir):
-    with ServerProcess(["--model_name", "lenet", "--model_base_path", model_dir,
-                        "--file_system_poll_wait_seconds", "0"]) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def loaded(model_dir):
+def loaded(server):
     """The same SavedModel, in process: what every answer must equal."""
-    return tf.saved_model.load(str(model_dir / "1"))
+    return tf.saved_model.load(os.path.join(server.model_dir, "1"))
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Refusals: every client error is answered with TF Serving's status and a message naming the
-problem, and the server keeps answering afterwards."""
+problem, and the server keeps answering afterwards (`conftest_serving.shared_lenet_server`, which
+other modules' tests use too)."""
 
 import base64
 import struct
@@ -10,23 +11,17 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
-from conftest_serving import png_bytes, random_images, saved_model_copy
+from conftest_serving import SHARED_MAX_REQUEST_BYTES, png_bytes, random_images, shared_lenet_server
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from imgclf.serving import ServerProcess
-
-MAX_BYTES = 1 << 20
+MAX_BYTES = SHARED_MAX_REQUEST_BYTES
 DEFAULT_INPUTS = 'Signature "serving_default" expects inputs {input_tensor: DT_FLOAT [-1,-1,-1,3]}'
 BYTES_INPUTS = 'Signature "serving_bytes" expects inputs {image_bytes_string: DT_STRING [?]}'
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("models") / "lenet"
-    saved_model_copy(base / "1")
-    with ServerProcess(["--model_name", "lenet", "--model_base_path", base,
-                        "--max_request_bytes", MAX_BYTES]) as process:
-        yield process
+def server():
+    return shared_lenet_server()
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,12 @@ import numpy as np
 import orjson
 import pytest
 import requests
-from conftest_serving import saved_model_copy
+from conftest_serving import shared_lenet_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from tensorflow.core.framework import types_pb2
 
-from imgclf.serving import ServerProcess
 from imgclf.serving.json_request import loads, predict_request_inputs, request_signature_name
 from imgclf.serving.status import StatusError
 from imgclf.serving.tensor_spec import TensorSpec, check_inputs
@@ -110,12 +109,9 @@ def test_deep_nesting_is_refused_not_a_crash():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("models") / "lenet"
-    saved_model_copy(base / "1")
-    with ServerProcess(["--model_name", "lenet", "--model_base_path", base,
-                        "--enable_batching"]) as process:
-        yield process
+def server():
+    """A server with batching (`conftest_serving.shared_lenet_server`)."""
+    return shared_lenet_server()
 
 
 def _encode(document):
