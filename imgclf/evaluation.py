@@ -65,6 +65,20 @@ def confusion_matrix(labels, predictions, num_classes):
     return matrix
 
 
+def model_confusion_matrix(model, test_ds):
+    """The confusion matrix of a Keras classifier (`num_classes`) on a labelled data set.
+
+    Predicted with `model.predict`, which is collective under a multi-worker strategy: there,
+    every worker calls it.
+    """
+    from imgclf.data import first_pass_errors
+
+    labels = np.concatenate([batch_labels.numpy() for _, batch_labels in test_ds])
+    with first_pass_errors(test_ds):  # no "ran out of data" warning for a set of unknown length
+        predictions = model.predict(test_ds, verbose=0).argmax(axis=1)
+    return confusion_matrix(labels, predictions, model.num_classes)
+
+
 def classification_report(labels, predictions, class_names, bytes_agreement=(0, 0)):
     """An `EvaluationReport` from true and predicted class indices."""
     matrix = confusion_matrix(labels, predictions, len(class_names))

@@ -151,18 +151,3 @@ def log_confusion_matrix(log_dir, matrix, class_names, step=0, name="confusion_m
         tf.summary.image(name, image, step=step)
     writer.close()
 
-
-def log_test_confusion_matrix(log_dir, model, test_ds, step=0):
-    """Predict `test_ds` with `model`; log its confusion matrix picture to TensorBoard's `log_dir`.
-
-    What `imgclf.training.train` calls at the end of a run. Returns the matrix.
-    """
-    from imgclf.data import first_pass_errors
-    from imgclf.evaluation import confusion_matrix
-
-    labels = np.concatenate([batch_labels.numpy() for _, batch_labels in test_ds])
-    with first_pass_errors(test_ds):  # no "ran out of data" warning for a set of unknown length
-        predictions = model.predict(test_ds, verbose=0).argmax(axis=1)
-    matrix = confusion_matrix(labels, predictions, model.num_classes)
-    log_confusion_matrix(log_dir, matrix, model.class_names, step=step)
-    return matrix
