@@ -9,7 +9,8 @@ training, prediction and Spark training process. Without them a server with a Le
 after 6.6-6.8 CPU s instead of 7.4-7.8, and holds 600 MB instead of 694.
 
 The programs (`imgclf-serve`, `imgclf-train`, `imgclf-eval`, `imgclf-predict`, a Spark training
-task's child) call `import_tensorflow()` before anything imports TensorFlow. While TensorFlow and
+task's child) call `import_tensorflow()` before anything imports TensorFlow, and so do imgclf's
+Spark jobs in a Python worker before its first model or TFRecord shard. While TensorFlow and
 Keras import, pandas and matplotlib look absent, so Keras goes without its DataFrame support and
 `keras.visualization`, which no imgclf program uses; afterwards both import as always, for
 whatever needs them (Spark, the reports).

@@ -33,3 +33,12 @@ def test_where_tensorflow_is_imported_it_is_returned_as_it_is():
     finders = list(sys.meta_path)
     assert import_tensorflow() is tf
     assert sys.meta_path == finders
+
+
+def test_the_spark_jobs_modules_import_no_tensorflow():
+    """Spark's Python workers import these modules for the jobs' functions; TensorFlow comes
+    later, through `import_tensorflow`, where a job needs it."""
+    code = ("import sys, imgclf.spark.files, imgclf.spark.prediction, imgclf.spark.records; "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

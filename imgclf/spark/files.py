@@ -29,7 +29,6 @@ import time
 import urllib.parse
 import uuid
 
-from imgclf.images import IMAGE_FORMATS
 from imgclf.prediction import columns
 from imgclf.spark.prediction import (DEFAULT_BATCH_SIZE, _driver_predictor, _positive_int,
                                      _predictions)
@@ -56,6 +55,9 @@ JOB_CONF = {
 def image_glob():
     """A Hadoop glob matching the image extensions of `IMAGE_FORMATS` in any case:
     `*.{[pP][nN][gG],...}` (`pathGlobFilter` is case-sensitive)."""
+    from imgclf.images import IMAGE_FORMATS  # here: importing this module (as Spark's Python
+    # workers do for its functions) imports no TensorFlow
+
     extensions = sorted({extension.lstrip(".") for values in IMAGE_FORMATS.values() for extension in values})
     classes = ("".join(f"[{c.lower()}{c.upper()}]" for c in extension) for extension in extensions)
     return "*.{" + ",".join(classes) + "}"

@@ -154,6 +154,9 @@ class _WorkerModels:
 
 
 def _load_predictor(model_path, fingerprint):
+    from imgclf.tensorflow_import import import_tensorflow
+
+    import_tensorflow()  # a Python worker's first model: TensorFlow without Keras' pyplot
     from imgclf.prediction.predictor import Predictor
 
     predictor = Predictor.load(model_path)

@@ -238,6 +238,9 @@ def _partition_writer(staging, numbering, class_names, files_per_partition, chec
     def write(partition, rows):
         from pyspark import TaskContext
 
+        from imgclf.tensorflow_import import import_tensorflow
+
+        import_tensorflow()  # in a Python worker: TensorFlow without Keras' pyplot
         from imgclf.data.tfrecord import ShardWriter
 
         number_of = numbering.value
