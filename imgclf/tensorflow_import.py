@@ -20,19 +20,22 @@ whatever needs them (Spark, the reports).
 """
 
 import sys
+import threading
 
 #: What Keras imports if it can, and imgclf's programs do not use through Keras.
 KERAS_EXTRAS = ("pandas", "matplotlib")
 
 
 class _Absent:
-    """A meta-path finder for which `packages` (and their submodules) are not installed."""
+    """A meta-path finder for which `packages` (and their submodules) are not installed, in the
+    thread that made it: other threads (a Spark worker's) import them as always meanwhile."""
 
     def __init__(self, packages):
         self.packages = packages
+        self.thread = threading.get_ident()
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname.partition(".")[0] in self.packages:
+        if fullname.partition(".")[0] in self.packages and threading.get_ident() == self.thread:
             raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
         return None
 

@@ -3,10 +3,12 @@
 
 import subprocess
 import sys
+import threading
 
+import pytest
 import tensorflow as tf
 
-from imgclf.tensorflow_import import import_tensorflow
+from imgclf.tensorflow_import import _Absent, import_tensorflow
 
 PROGRAM = """
 import sys
@@ -42,3 +44,15 @@ def test_the_spark_jobs_modules_import_no_tensorflow():
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_only_the_importing_thread_sees_the_extras_absent():
+    finder = _Absent(("pandas",))
+    with pytest.raises(ModuleNotFoundError, match="No module named 'pandas.core'"):
+        finder.find_spec("pandas.core")
+    assert finder.find_spec("numpy") is None
+    elsewhere = []
+    thread = threading.Thread(target=lambda: elsewhere.append(finder.find_spec("pandas")))
+    thread.start()
+    thread.join()
+    assert elsewhere == [None]
