@@ -1,6 +1,5 @@
 import io
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -8,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import conftest_serving
 from conftest_serving import SHARED_SERVER_MODULES
 from imgclf.tensorflow_import import import_tensorflow
 
@@ -118,6 +118,4 @@ def pytest_runtest_setup(item):
 
 def pytest_sessionfinish(session):
     """Stop the server the serving modules shared, if this process started one."""
-    serving = sys.modules.get("conftest_serving")
-    if serving is not None:
-        serving.stop_shared_lenet_server()
+    conftest_serving.stop_shared_lenet_server()
