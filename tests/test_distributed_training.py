@@ -106,8 +106,8 @@ def test_two_workers_read_their_own_tfrecord_shard_files(data, tmp_path):
     files = [entry["file"] for entry in layout["shards"]]
     models = tmp_path / "models"
     # Seed 3 (a 480 / 120 split), 6 epochs in batches of 4 read by file: test accuracy 0.90 on
-    # the machine this was written on and 0.91 on an AVX-512 EPYC (Zen 4), the same in every run
-    # on each (a TFRecord training set's order depends on the seed and the epoch alone). 4 epochs
+    # the machine this was written on and 0.91 in two runs on an AVX-512 EPYC (Zen 4); a
+    # TFRecord training set's order depends on the seed and the epoch alone. 4 epochs
     # gave 0.87 there and 0.70 here: the trajectory depends on the CPU's oneDNN kernels, so the
     # bar keeps a margin. The default seed (42) gave 0.71-0.90 in 6 epochs with the reader before.
     args = train_args(data, models, 6, "--seed", "3")
